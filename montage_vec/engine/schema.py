@@ -1,0 +1,48 @@
+"""Column contracts between the stores and the engine.
+
+The stores hand the engine check-ins with exactly these columns and types (uuids as their
+canonical lower-case text, so that string order equals uuid byte order) and take back
+montages and items with the output schemas below.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+UTC_MICROS = pl.Datetime("us", "UTC")
+
+CHECKIN_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "user_id": pl.String(),
+    "created_at": UTC_MICROS,
+    "deleted_at": UTC_MICROS,
+    "privacy": pl.String(),
+    "text_content": pl.String(),
+    "media_url": pl.String(),
+    "media_type": pl.String(),
+    "thumbnail_url": pl.String(),
+    "location_name": pl.String(),
+    "tags": pl.List(pl.String()),
+}
+
+MONTAGE_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "kind": pl.String(),
+    "interest": pl.String(),
+    "item_count": pl.Int32(),
+    "valid_until": UTC_MICROS,
+}
+
+ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "kind": pl.String(),
+    "interest": pl.String(),
+    "position": pl.Int32(),
+    "checkin_id": pl.String(),
+    "checkin_created_at": UTC_MICROS,
+    "widget_type": pl.String(),
+    "widget_metadata": pl.String(),
+}
+
+GENERAL = "general"
+INTEREST = "interest"
