@@ -1,0 +1,65 @@
+"""Tag normalisation (contract rule 2), vectorized.
+
+The contract defines a normalised tag as Python's `tag.strip().lower()`. Polars' string
+kernels get us there with two differences that we close explicitly:
+
+* `strip_chars()` without arguments trims Unicode White_Space, which lacks the four
+  information separators (U+001C..U+001F) that `str.isspace()` accepts, so we pass
+  Python's own whitespace set.
+* Polars' case tables may follow a newer Unicode version than this interpreter's
+  `unicodedata` (e.g. letters assigned in Unicode 16 lower-case in Polars but not in
+  Python 3.11). Tags holding one of those rare code points are lower-cased by Python.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+
+import polars as pl
+
+MAX_TAG_CHARS = 100
+
+
+@cache
+def python_whitespace() -> str:
+    """Every character for which `str.isspace()` is true."""
+    return "".join(chr(code) for code in range(sys.maxunicode + 1) if chr(code).isspace())
+
+
+@cache
+def lowercase_exceptions() -> tuple[str, ...]:
+    """Code points whose lower-casing in Polars differs from this interpreter's `str.lower`."""
+    chars = [chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000]
+    as_series = pl.Series(chars, dtype=pl.String)
+    polars_lower = as_series.str.to_lowercase()
+    python_lower = pl.Series([char.lower() for char in chars], dtype=pl.String)
+    return tuple(as_series.filter(polars_lower != python_lower).to_list())
+
+
+def normalize_tag_values(raw_tags: pl.Series) -> pl.Series:
+    """Strip and lower-case each tag exactly as `str.strip().lower()` would."""
+    stripped = raw_tags.str.strip_chars(python_whitespace())
+    lowered = stripped.str.to_lowercase()
+    exceptions = lowercase_exceptions()
+    if exceptions and len(stripped):
+        needs_python = stripped.str.contains_any(list(exceptions)).fill_null(False)
+        if needs_python.any():
+            positions = needs_python.arg_true()
+            # Only tags containing code points the two Unicode tables disagree on get here.
+            fixed = [tag.lower() for tag in stripped.gather(positions).to_list()]
+            lowered = lowered.scatter(positions, pl.Series(fixed, dtype=pl.String))
+    return lowered
+
+
+def explode_normalized_tags(checkins: pl.DataFrame) -> pl.DataFrame:
+    """One row per (check-in, normalised tag), duplicates within a check-in removed.
+
+    `checkins` must hold `row_nr` and `tags`; the result keeps every other column and the
+    input's row order, and within a check-in the order of first occurrence.
+    """
+    exploded = checkins.explode("tags", empty_as_null=False, keep_nulls=False)
+    normalized = exploded.with_columns(tag=normalize_tag_values(exploded["tags"])).drop("tags")
+    tag_chars = pl.col("tag").str.len_chars()
+    kept = normalized.filter(pl.col("tag").is_not_null() & (tag_chars > 0) & (tag_chars <= MAX_TAG_CHARS))
+    return kept.unique(subset=["row_nr", "tag"], keep="first", maintain_order=True)

@@ -1,0 +1,74 @@
+"""The exception tree of montage-vec.
+
+Every error the job raises on purpose derives from `MontageVecError`. Each class says
+whether retrying the same work can succeed (`transient`), which is what the job's retry
+logic and the CLI's exit codes key on. Messages never carry secrets: callers pass
+already-redacted text (see `montage_vec.config.redact`).
+"""
+
+from __future__ import annotations
+
+
+class MontageVecError(Exception):
+    """Base of every error montage-vec raises deliberately."""
+
+    transient: bool = False
+    exit_code: int = 1
+
+
+class ConfigError(MontageVecError):
+    """A setting is missing, malformed or out of range; raised before any data is touched."""
+
+    exit_code = 2
+
+
+class InputDataError(MontageVecError):
+    """Check-in data that breaks the engine's assumptions (a missing column, a wrong type)."""
+
+
+class StoreError(MontageVecError):
+    """A database operation failed."""
+
+
+class TransientStoreError(StoreError):
+    """Connection loss, serialization failure or deadlock: the same work may succeed on retry."""
+
+    transient = True
+
+
+class DataStoreError(StoreError):
+    """The database rejected the data itself (SQLSTATE classes 22 and 23, trigger errors).
+
+    Retrying the same rows cannot succeed, but splitting a chunk isolates the culprit.
+    """
+
+
+class SchemaNotMigratedError(StoreError):
+    """The job's tables are missing: run `montage-vec migrate` first."""
+
+    exit_code = 3
+
+
+class RunLockedError(MontageVecError):
+    """Another run holds the job lock for this shard."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class RunInterrupted(MontageVecError):
+    """The run stopped early on a signal or on BATCH_PROCESSING_TIMEOUT."""
+
+    def __init__(self, message: str, *, status: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exit_code = exit_code
+
+
+class RunFailed(MontageVecError):
+    """The run could not complete; the watermark did not move."""
+
+
+class ServiceError(MontageVecError):
+    """An external HTTP service (user service, check-in service) failed or answered badly."""
+
+    transient = True
