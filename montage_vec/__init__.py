@@ -1,0 +1,1 @@
+"""montage-vec: set-based, vectorized generation of check-in montages."""

@@ -1,0 +1,116 @@
+"""Settings: the only place that reads environment variables.
+
+Field names are the environment variables, lower-cased (`MONTAGE_BATCH_SIZE` ->
+`montage_batch_size`), so an operator's variable maps to exactly one field. The CLI
+passes its flags as keyword overrides, which win over the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from montage_vec.config.database import DatabaseTarget, resolve_database
+from montage_vec.config.durations import parse_duration
+from montage_vec.config.secrets import register_secret
+from montage_vec.engine.params import MontageParams
+from montage_vec.errors import ConfigError
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class Settings(BaseSettings):
+    """Every knob of the job, with the old Go job's variable names and sensible defaults."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Database: DATABASE_URL wins; otherwise DB_HOST selects PostgreSQL; otherwise embedded DuckDB.
+    database_url: SecretStr | None = None
+    db_host: str | None = None
+    db_port: int = Field(default=5432, ge=1, le=65535)
+    db_user: str = "postgres"
+    db_password: SecretStr | None = None
+    db_name: str = "postgres"
+    db_sslmode: SslMode = "prefer"
+    db_connect_timeout: Duration = timedelta(seconds=10)
+    db_read_host: str | None = None
+    db_max_open_conns: int | None = Field(default=None, ge=1)
+    db_max_idle_conns: int | None = Field(default=None, ge=0)
+
+    # The montage contract.
+    montage_max_items: int = Field(default=20, ge=1, le=1000)
+    montage_min_interest_occurrence: int = Field(default=3, ge=1)
+    montage_interest_lookback_days: int = Field(default=30, ge=0, le=3650)
+    montage_privacy_included: CsvList = Field(default_factory=lambda: ["public", "friends"], min_length=1)
+
+    # Work planning.
+    montage_batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    max_concurrent_generations: int = Field(default=2, ge=1, le=64)
+    watermark_overlap: Duration = timedelta(minutes=10)
+    cache_ttl: Duration = timedelta(hours=1)
+    user_id_filter: CsvList = Field(default_factory=list)
+    chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("watermark_overlap", "cache_ttl", "db_connect_timeout")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+    def montage_params(self) -> MontageParams:
+        return MontageParams(
+            max_items=self.montage_max_items,
+            min_interest_occurrence=self.montage_min_interest_occurrence,
+            interest_lookback_days=self.montage_interest_lookback_days,
+            privacy_included=frozenset(p.lower() for p in self.montage_privacy_included),
+        )
+
+    def database(self) -> DatabaseTarget:
+        return resolve_database(self)
+
+    def connection_budget(self) -> int:
+        """How many database connections the job may open: one per chunk in flight plus the lock's."""
+        budget = self.max_concurrent_generations + 1
+        if self.db_max_open_conns is not None:
+            budget = min(budget, self.db_max_open_conns)
+        return max(budget, 2)
+
+    def chunk_workers(self) -> int:
+        """Chunks in flight: bounded by concurrency and by the connections left after the lock's."""
+        return max(1, min(self.max_concurrent_generations, self.connection_budget() - 1))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus CLI overrides; ConfigError naming the variable if invalid."""
+    explicit = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        settings = Settings(**explicit)
+        settings.database()  # resolves the URL now so that a bad scheme fails before any work
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    for secret in (settings.db_password, settings.database_url):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+        problems.append(f"{variable}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)
