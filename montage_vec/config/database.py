@@ -35,9 +35,7 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
     if settings.database_url is not None:
         return _from_url(settings.database_url.get_secret_value(), settings)
     if settings.db_host:
-        return DatabaseTarget(
-            "postgresql", _postgres_uri(settings, settings.db_host), _read_replica_uri(settings)
-        )
+        return DatabaseTarget("postgresql", _postgres_uri(settings, settings.db_host), _read_replica_uri(settings))
     return DatabaseTarget("duckdb", str(DEFAULT_DUCKDB_PATH))
 
 

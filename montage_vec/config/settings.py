@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from montage_vec.config.database import DatabaseTarget, resolve_database
 from montage_vec.config.durations import parse_duration
-from montage_vec.config.secrets import register_secret
+from montage_vec.config.secrets import redact, register_secret
 from montage_vec.engine.params import MontageParams
 from montage_vec.errors import ConfigError
 
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     """Every knob of the job, with the old Go job's variable names and sensible defaults."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Runtime.
+    environment: Literal["development", "staging", "production"] = "production"
+    log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    debug: bool = False
 
     # Database: DATABASE_URL wins; otherwise DB_HOST selects PostgreSQL; otherwise embedded DuckDB.
     database_url: SecretStr | None = None
@@ -63,6 +68,15 @@ class Settings(BaseSettings):
     cache_ttl: Duration = timedelta(hours=1)
     user_id_filter: CsvList = Field(default_factory=list)
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
+    montage_shard: str = Field(default="0/1", pattern=r"^\d+/\d+$")
+
+    @field_validator("montage_shard")
+    @classmethod
+    def _valid_shard(cls, value: str) -> str:
+        index, count = (int(part) for part in value.split("/"))
+        if count < 1 or not 0 <= index < count:
+            raise ValueError("must be INDEX/COUNT with 0 <= INDEX < COUNT")
+        return value
 
     @field_validator("watermark_overlap", "cache_ttl", "db_connect_timeout")
     @classmethod
@@ -70,6 +84,12 @@ class Settings(BaseSettings):
         if value < timedelta(0):
             raise ValueError("must not be negative")
         return value
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting, secrets masked, for DEBUG=true start-up logging."""
+        shown = self.model_dump(mode="json")
+        shown.update({name: "***" for name, value in self if isinstance(value, SecretStr)})
+        return shown
 
     def montage_params(self) -> MontageParams:
         return MontageParams(
@@ -101,7 +121,7 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**explicit)
         settings.database()  # resolves the URL now so that a bad scheme fails before any work
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(redact(_describe(exc))) from None
     for secret in (settings.db_password, settings.database_url):
         if secret is not None:
             register_secret(secret.get_secret_value())

@@ -4,4 +4,11 @@ from montage_vec.engine.montages import MontageSet, compute_montages
 from montage_vec.engine.params import MontageParams
 from montage_vec.engine.schema import CHECKIN_SCHEMA, ITEM_SCHEMA, MONTAGE_SCHEMA
 
-__all__ = ["CHECKIN_SCHEMA", "ITEM_SCHEMA", "MONTAGE_SCHEMA", "MontageParams", "MontageSet", "compute_montages"]
+__all__ = [
+    "CHECKIN_SCHEMA",
+    "ITEM_SCHEMA",
+    "MONTAGE_SCHEMA",
+    "MontageParams",
+    "MontageSet",
+    "compute_montages",
+]

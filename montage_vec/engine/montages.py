@@ -98,13 +98,9 @@ def _qualifying_interests(tag_rows: pl.DataFrame, as_of: datetime, params: Monta
     )
 
 
-def _interest_item_rows(
-    tag_rows: pl.DataFrame, qualifying: pl.DataFrame, params: MontageParams
-) -> pl.DataFrame:
+def _interest_item_rows(tag_rows: pl.DataFrame, qualifying: pl.DataFrame, params: MontageParams) -> pl.DataFrame:
     """Rule 5: the first MAX_ITEMS of all the user's eligible check-ins carrying the tag."""
-    tagged = tag_rows.join(
-        qualifying.select("user_id", tag="interest"), on=["user_id", "tag"], how="semi"
-    )
+    tagged = tag_rows.join(qualifying.select("user_id", tag="interest"), on=["user_id", "tag"], how="semi")
     # `rank` is the user's item order, so ranking it within (user, tag) orders the montage
     # without depending on the row order joins leave behind.
     position = (pl.col("rank").rank("ordinal").over("user_id", "tag") - 1).cast(pl.Int32)
@@ -141,6 +137,4 @@ def _summarize(items: pl.DataFrame, qualifying: pl.DataFrame) -> pl.DataFrame:
     counts = items.group_by(MONTAGE_KEY).agg(item_count=pl.len())
     valid_until = qualifying.with_columns(kind=pl.lit(INTEREST))
     montages = counts.join(valid_until, on=MONTAGE_KEY, how="left")
-    return montages.sort(MONTAGE_KEY).select(
-        [pl.col(name).cast(dtype) for name, dtype in MONTAGE_SCHEMA.items()]
-    )
+    return montages.sort(MONTAGE_KEY).select([pl.col(name).cast(dtype) for name, dtype in MONTAGE_SCHEMA.items()])

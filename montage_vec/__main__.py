@@ -1,0 +1,3 @@
+from montage_vec.cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""The `montage-vec` command line (alias `montage-batch`).
+
+This is the only place that turns exceptions into exit codes and the only place that
+configures log sinks.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from loguru import logger
+
+from montage_vec.config import Settings, load_settings, redact
+from montage_vec.errors import ConfigError, MontageVecError
+from montage_vec.job.plan import RunOptions
+from montage_vec.job.runner import run_job
+from montage_vec.observability.logging import configure_logging
+from montage_vec.stores import open_store
+
+EXIT_UNEXPECTED = 1
+
+
+def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
+    """Load settings once per command, with CLI overrides, and set up logging from them."""
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_level, human=settings.environment == "development")
+    if settings.debug:
+        logger.debug("effective configuration", configuration=settings.effective())
+    ctx.obj = settings
+    return settings
+
+
+def parse_as_of(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--as-of: not an ISO 8601 timestamp: {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Generate check-in montages in bulk (vectorized, set-based)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(once)
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or update the tables (idempotent)."""
+    settings = settings_from(ctx)
+    with open_store(settings.database()) as store:
+        session = store.session()
+        try:
+            applied = session.migrate()
+        finally:
+            session.close()
+    logger.info("schema migrated", database=settings.database().display, files=applied)
+
+
+@cli.command()
+@click.option("--full", is_flag=True, help="Process every user, not only those with changes.")
+@click.option("--user-id", "user_ids", multiple=True, help="Process exactly these users (repeatable).")
+@click.option("--as-of", help="Reference time, ISO 8601 (default: now, UTC).")
+@click.option("--dry-run", is_flag=True, help="Compute and report; write nothing.")
+@click.option("--batch-size", type=int, help="Users per chunk (MONTAGE_BATCH_SIZE).")
+@click.option("--concurrency", type=int, help="Chunks in flight (MAX_CONCURRENT_GENERATIONS).")
+@click.pass_context
+def once(
+    ctx: click.Context,
+    full: bool = False,
+    user_ids: tuple[str, ...] = (),
+    as_of: str | None = None,
+    dry_run: bool = False,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
+) -> None:
+    """Run the batch job once and exit."""
+    settings = settings_from(
+        ctx,
+        montage_batch_size=batch_size,
+        max_concurrent_generations=concurrency,
+        user_id_filter=list(user_ids) or None,
+    )
+    options = RunOptions(
+        full=full, user_ids=tuple(settings.user_id_filter), as_of=parse_as_of(as_of), dry_run=dry_run
+    )
+    try:
+        with open_store(settings.database()) as store:
+            summary = run_job(store, settings, options)
+    except MontageVecError as exc:
+        logger.error("Batch job failed", error=redact(str(exc)), error_type=type(exc).__name__)
+        raise
+    logger.bind(**summary.fields()).info("Batch job completed")
+
+
+@cli.command()
+@click.option("--user-id", required=True, help="The user whose montages to show.")
+@click.pass_context
+def show(ctx: click.Context, user_id: str) -> None:
+    """Print a user's stored montages and items."""
+    from montage_vec.cli.render import render_user_montages
+
+    settings = settings_from(ctx)
+    with open_store(settings.database()) as store:
+        session = store.session()
+        try:
+            session.ensure_migrated()
+            montages, items = session.user_montages(user_id)
+        finally:
+            session.close()
+    click.echo(render_user_montages(user_id, montages, items))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and map its outcome to an exit code."""
+    from montage_vec.cli.demo import demo
+
+    cli.add_command(demo)
+    configure_logging()  # replaced once settings are loaded; until then errors still come out as JSON
+    try:
+        cli.main(args=argv, prog_name="montage-vec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except MontageVecError as exc:
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # the last line of defence: a clear message, no traceback dump
+        _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_UNEXPECTED)
+    sys.exit(0)
+
+
+def _fail(message: str, exit_code: int) -> None:
+    click.echo(f"montage-vec: {redact(message)}", err=True)
+    sys.exit(exit_code)

@@ -1,0 +1,123 @@
+"""One chunk of users: extract, compute, write in one transaction, isolating bad users.
+
+When a chunk fails on its data (a constraint or trigger rejects a row, a check-in breaks
+the engine's assumptions), the chunk is split in halves and each half is processed again,
+down to single users. A user that fails alone is reported with its error; every other user
+of the chunk is written. Transient errors (lost connection, serialization failure) are not
+handled here: they propagate so that the runner retries the whole chunk on a new session.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import polars as pl
+import pyarrow as pa
+from loguru import logger
+
+from montage_vec.config.secrets import redact
+from montage_vec.engine import MontageParams, compute_montages
+from montage_vec.engine.schema import GENERAL, INTEREST
+from montage_vec.errors import DataStoreError, InputDataError
+from montage_vec.stores.base import ChunkWrite, StoreSession
+
+# Errors caused by the rows themselves: splitting the chunk isolates the users behind them.
+DATA_ERRORS = (DataStoreError, InputDataError, pl.exceptions.PolarsError, pa.ArrowException, ValueError)
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    job_id: str
+    as_of: datetime
+    params: MontageParams
+    generated_at: datetime
+    cache_ttl: timedelta
+    dry_run: bool = False
+
+
+@dataclass
+class ChunkResult:
+    """What processing a chunk (or a piece of one) achieved; results of pieces add up."""
+
+    users: int = 0
+    successful: int = 0
+    checkins: int = 0
+    general_montages: int = 0
+    interest_montages: int = 0
+    montages_written: int = 0
+    montages_removed: int = 0
+    changed_users: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "compute": 0.0, "write": 0.0})
+
+    def add(self, other: ChunkResult) -> None:
+        self.users += other.users
+        self.successful += other.successful
+        self.checkins += other.checkins
+        self.general_montages += other.general_montages
+        self.interest_montages += other.interest_montages
+        self.montages_written += other.montages_written
+        self.montages_removed += other.montages_removed
+        self.changed_users.extend(other.changed_users)
+        self.failures.extend(other.failures)
+        for stage, spent in other.seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
+
+
+def process_chunk(session: StoreSession, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+    """Process `user_ids`, splitting on data errors until the failing users stand alone."""
+    try:
+        return _process_once(session, user_ids, context)
+    except DATA_ERRORS as exc:
+        error = redact(f"{type(exc).__name__}: {exc}")
+        if len(user_ids) == 1:
+            user_id = user_ids[0]
+            logger.warning("user failed and goes to the retry list", user_id=user_id, error=error)
+            return ChunkResult(users=1, failures=[(user_id, error)])
+        logger.info("chunk failed on its data; splitting it", users=len(user_ids), error=error)
+        half = len(user_ids) // 2
+        result = process_chunk(session, user_ids.slice(0, half), context)
+        result.add(process_chunk(session, user_ids.slice(half), context))
+        return result
+
+
+def _process_once(session: StoreSession, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+    result = ChunkResult(users=len(user_ids))
+    started = time.perf_counter()
+    checkins = session.extract_checkins(user_ids)
+    extracted = time.perf_counter()
+    montage_set = compute_montages(checkins, context.as_of, context.params)
+    computed = time.perf_counter()
+    result.checkins = checkins.height
+    result.seconds.update(extract=extracted - started, compute=computed - extracted)
+
+    rejected = montage_set.rejected.filter(pl.col("user_id").is_not_null())
+    result.failures = list(zip(rejected["user_id"].to_list(), rejected["error"].to_list(), strict=True))
+    for user_id, error in result.failures:
+        logger.warning("user's check-ins cannot be processed; it goes to the retry list", user_id=user_id, error=error)
+    writable = user_ids.filter(~user_ids.is_in(rejected["user_id"].implode()))
+    result.successful = len(writable)
+    result.general_montages = int((montage_set.montages["kind"] == GENERAL).sum())
+    result.interest_montages = int((montage_set.montages["kind"] == INTEREST).sum())
+    if context.dry_run:
+        return result
+
+    outcome = session.write_chunk(
+        ChunkWrite(
+            job_id=context.job_id,
+            user_ids=writable,
+            montages=montage_set.montages.with_columns(
+                generated_at=pl.lit(context.generated_at),
+                cache_expires_at=pl.lit(context.generated_at + context.cache_ttl),
+                job_id=pl.lit(context.job_id),
+            ),
+            items=montage_set.items,
+        )
+    )
+    result.seconds["write"] = time.perf_counter() - computed
+    result.montages_written = outcome.montages_written
+    result.montages_removed = outcome.montages_removed
+    result.changed_users = outcome.changed_users
+    return result

@@ -1,0 +1,83 @@
+"""What a run will do: its mode, reference time, watermark window and chunks of users."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from montage_vec.stores.base import CandidateMode, CandidateQuery, StoreSession
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The per-run choices of `montage-vec once` (everything else comes from Settings)."""
+
+    full: bool = False
+    user_ids: tuple[str, ...] = ()
+    as_of: datetime | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which slice of the users this process owns, e.g. `2/8`; `0/1` is everyone."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index_text, _, count_text = text.partition("/")
+        shard = cls(int(index_text), int(count_text))
+        if shard.count < 1 or not 0 <= shard.index < shard.count:
+            raise ValueError(f"shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {text!r}")
+        return shard
+
+    @property
+    def key(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, user_ids: pl.Series) -> pl.Series:
+        """The users of this shard: uuid v4 ends in random hex digits, so they spread evenly."""
+        if self.count == 1:
+            return user_ids
+        bucket = user_ids.str.slice(-8).str.to_integer(base=16, strict=False).fill_null(0) % self.count
+        return user_ids.filter(bucket == self.index)
+
+
+def new_job_id(now: datetime) -> str:
+    """The seed's `batch_<unix seconds>`, plus a random suffix so two runs never collide."""
+    return f"batch_{int(now.timestamp())}_{secrets.token_hex(3)}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def candidate_query(
+    options: RunOptions, as_of: datetime, watermark: datetime | None, overlap: timedelta
+) -> CandidateQuery:
+    """Incremental from the watermark (minus the overlap for late commits), or full, or named users."""
+    mode: CandidateMode
+    if options.user_ids:
+        mode = "users"
+    elif options.full or watermark is None:
+        mode = "full"
+    else:
+        mode = "incremental"
+    since = watermark - overlap if mode == "incremental" and watermark is not None else None
+    return CandidateQuery(mode=mode, as_of=as_of, since=since, user_ids=options.user_ids)
+
+
+def find_candidates(session: StoreSession, query: CandidateQuery, shard: Shard) -> pl.Series:
+    return shard.owns(session.candidate_users(query))
+
+
+def chunked(user_ids: pl.Series, size: int) -> Iterator[pl.Series]:
+    """Consecutive slices of at most `size` users (zero-copy)."""
+    for offset in range(0, len(user_ids), size):
+        yield user_ids.slice(offset, size)

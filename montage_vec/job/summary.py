@@ -1,0 +1,54 @@
+"""The outcome of a run, as logged on its last line and stored in the run log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from montage_vec.config.durations import format_duration
+from montage_vec.job.chunks import ChunkResult
+
+
+@dataclass
+class RunSummary:
+    job_id: str
+    mode: str
+    as_of: datetime
+    started_at: datetime
+    status: str = "running"
+    finished_at: datetime | None = None
+    dry_run: bool = False
+    candidates: int = 0
+    chunks: int = 0
+    totals: ChunkResult = field(default_factory=ChunkResult)
+    watermark_from: datetime | None = None
+    watermark_to: datetime | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        end = self.finished_at or self.started_at
+        return end - self.started_at
+
+    def fields(self) -> dict[str, Any]:
+        """The seed's summary fields plus what an operator tuning the job needs."""
+        totals = self.totals
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "as_of": self.as_of.isoformat(),
+            "duration": format_duration(self.duration),
+            "duration_seconds": round(self.duration.total_seconds(), 3),
+            "processed": totals.users,
+            "successful": totals.successful,
+            "errors": len(totals.failures),
+            "general_montages": totals.general_montages,
+            "interest_montages": totals.interest_montages,
+            "montages_written": totals.montages_written,
+            "montages_removed": totals.montages_removed,
+            "checkins": totals.checkins,
+            "chunks": self.chunks,
+            "stage_seconds": {stage: round(spent, 3) for stage, spent in totals.seconds.items()},
+        }

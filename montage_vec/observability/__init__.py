@@ -1,0 +1,1 @@
+"""Edges that report on the job: logs (and, with the operations issue, events and metrics)."""

@@ -1,0 +1,123 @@
+"""The statements of one chunk's write transaction, shared by both backends.
+
+Each backend first makes the chunk visible as three relations with text uuids:
+`stage_users(user_id)`, `stage_montages(user_id, kind, interest, item_count, valid_until,
+generated_at, cache_expires_at, job_id)` and `stage_items(user_id, kind, interest, position,
+checkin_id, checkin_created_at, widget_type, widget_metadata)`. The statements below then run
+in order inside one transaction. `{json}` is the backend's JSON type name (a constant, never
+input).
+
+Only montages whose content differs from what is stored are rewritten, so a re-run over
+unchanged data writes nothing and readers' caches stay valid.
+"""
+
+from __future__ import annotations
+
+# A montage id is derived from its key, so the same montage gets the same id in every
+# backend and every run; ids already stored (e.g. by the old job) are kept.
+CREATE_CHUNK_MONTAGES = """
+CREATE TEMP TABLE "chunk_montages" AS
+SELECT s."user_id"::UUID AS "user_id", s."kind", s."interest", s."item_count", s."valid_until",
+       s."generated_at", s."cache_expires_at", s."job_id",
+       COALESCE(m."id", md5(s."user_id" || '/' || s."kind" || '/' || s."interest")::UUID) AS "montage_id",
+       (m."id" IS NULL
+        OR m."item_count" <> s."item_count"
+        OR m."valid_until" IS DISTINCT FROM s."valid_until") AS "changed"
+FROM "stage_montages" s
+LEFT JOIN "montages" m
+  ON m."user_id" = s."user_id"::UUID AND m."kind" = s."kind" AND m."interest" = s."interest"
+"""
+
+# Same count and same valid_until: the montage changed only if some position now holds
+# something else (positions are 0..n-1, so comparing staged positions covers all of them).
+MARK_CHANGED_ITEMS = """
+UPDATE "chunk_montages" SET "changed" = TRUE
+WHERE NOT "changed" AND "montage_id" IN (
+    SELECT c."montage_id"
+    FROM "stage_items" si
+    JOIN "chunk_montages" c
+      ON c."user_id" = si."user_id"::UUID AND c."kind" = si."kind" AND c."interest" = si."interest"
+    LEFT JOIN "montage_items" mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"
+    WHERE mi."montage_id" IS NULL
+       OR mi."checkin_id" <> si."checkin_id"::UUID
+       OR mi."checkin_created_at" <> si."checkin_created_at"
+       OR mi."widget_type" <> si."widget_type"
+       OR mi."widget_metadata" <> si."widget_metadata"::{json}
+)
+"""
+
+CREATE_CHUNK_STALE = """
+CREATE TEMP TABLE "chunk_stale" AS
+SELECT m."id" AS "montage_id", m."user_id"
+FROM "montages" m
+WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
+  AND NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
+"""
+
+DELETE_REPLACED_ITEMS = """
+DELETE FROM "montage_items"
+WHERE "montage_id" IN (SELECT "montage_id" FROM "chunk_stale")
+   OR "montage_id" IN (SELECT "montage_id" FROM "chunk_montages" WHERE "changed")
+"""
+
+DELETE_STALE_MONTAGES = """
+DELETE FROM "montages" WHERE "id" IN (SELECT "montage_id" FROM "chunk_stale")
+"""
+
+UPSERT_CHANGED_MONTAGES = """
+INSERT INTO "montages" ("id", "user_id", "kind", "interest", "item_count", "generated_at",
+                        "cache_expires_at", "valid_until", "job_id")
+SELECT "montage_id", "user_id", "kind", "interest", "item_count", "generated_at",
+       "cache_expires_at", "valid_until", "job_id"
+FROM "chunk_montages" WHERE "changed"
+ON CONFLICT ("user_id", "kind", "interest") DO UPDATE SET
+    "item_count" = excluded."item_count",
+    "generated_at" = excluded."generated_at",
+    "cache_expires_at" = excluded."cache_expires_at",
+    "valid_until" = excluded."valid_until",
+    "job_id" = excluded."job_id"
+"""
+
+INSERT_CHANGED_ITEMS = """
+INSERT INTO "montage_items" ("montage_id", "position", "checkin_id", "checkin_created_at",
+                             "widget_type", "widget_metadata")
+SELECT c."montage_id", si."position", si."checkin_id"::UUID, si."checkin_created_at",
+       si."widget_type", si."widget_metadata"::{json}
+FROM "stage_items" si
+JOIN "chunk_montages" c
+  ON c."user_id" = si."user_id"::UUID AND c."kind" = si."kind" AND c."interest" = si."interest"
+WHERE c."changed"
+"""
+
+CLEAR_RETRIES = """
+DELETE FROM "montage_retry_users" WHERE "user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
+"""
+
+SELECT_OUTCOME = """
+SELECT
+    (SELECT count(*) FROM "chunk_montages" WHERE "changed") AS "written",
+    (SELECT count(*) FROM "chunk_stale") AS "removed"
+"""
+
+SELECT_CHANGED_USERS = """
+SELECT "user_id"::VARCHAR AS "user_id" FROM "chunk_montages" WHERE "changed"
+UNION
+SELECT "user_id"::VARCHAR FROM "chunk_stale"
+"""
+
+DROP_CHUNK_TABLES = ('DROP TABLE IF EXISTS "chunk_montages"', 'DROP TABLE IF EXISTS "chunk_stale"')
+
+
+def write_statements(json_type: str) -> tuple[str, ...]:
+    """The data-changing statements, in execution order, for a backend's JSON type."""
+    return (
+        *DROP_CHUNK_TABLES,
+        CREATE_CHUNK_MONTAGES,
+        MARK_CHANGED_ITEMS.format(json=json_type),
+        CREATE_CHUNK_STALE,
+        DELETE_REPLACED_ITEMS,
+        DELETE_STALE_MONTAGES,
+        UPSERT_CHANGED_MONTAGES,
+        INSERT_CHANGED_ITEMS.format(json=json_type),
+        CLEAR_RETRIES,
+    )
