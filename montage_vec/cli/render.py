@@ -26,5 +26,5 @@ def _item_line(item: dict[str, object]) -> str:
     metadata = json.loads(str(item["widget_metadata"]))
     detail = metadata.get("text") or metadata.get("location") or metadata.get("media_url") or ""
     tags = ",".join(metadata.get("tags", []))
-    created = item["checkin_created_at"]
-    return f"  {item['position']:>3}  {created:%Y-%m-%d %H:%M}  {item['widget_type']:<8} {str(detail)[:40]:<40} [{tags}]"
+    created = f"{item['checkin_created_at']:%Y-%m-%d %H:%M}"
+    return f"  {item['position']:>3}  {created}  {item['widget_type']:<8} {str(detail)[:40]:<40} [{tags}]"

@@ -89,7 +89,7 @@ def _run_locked(
     log = logger.bind(job_id=job_id)
     session.ensure_migrated()
     as_of = options.as_of or started_at
-    data_time = session.latest_data_time()
+    data_time = session.latest_data_time(not_after=started_at)
     watermark = session.read_watermark(shard.key)
     query = candidate_query(options, as_of, watermark, settings.watermark_overlap)
     users = find_candidates(session, query, shard)

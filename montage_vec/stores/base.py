@@ -85,8 +85,8 @@ class StoreSession(ABC):
         """Raise SchemaNotMigratedError when the job's tables are missing."""
 
     @abstractmethod
-    def latest_data_time(self) -> datetime | None:
-        """The greatest check-in `updated_at`: the watermark a successful run will store."""
+    def latest_data_time(self, not_after: datetime) -> datetime | None:
+        """The greatest check-in `updated_at` up to `not_after`: the watermark a successful run stores."""
 
     @abstractmethod
     def read_watermark(self, shard: str) -> datetime | None: ...

@@ -82,8 +82,8 @@ class DuckDBSession(StoreSession):
         if found != len(queries.JOB_TABLES):
             raise SchemaNotMigratedError("the montage tables are missing: run `montage-vec migrate` first")
 
-    def latest_data_time(self) -> datetime | None:
-        return self._scalar(queries.LATEST_DATA_TIME)  # type: ignore[no-any-return]
+    def latest_data_time(self, not_after: datetime) -> datetime | None:
+        return self._scalar(queries.LATEST_DATA_TIME, [not_after])  # type: ignore[no-any-return]
 
     def read_watermark(self, shard: str) -> datetime | None:
         return self._scalar(queries.READ_WATERMARK, [shard])  # type: ignore[no-any-return]

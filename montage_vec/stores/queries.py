@@ -16,7 +16,9 @@ WHERE table_name IN ('montages', 'montage_items', 'montage_job_runs', 'montage_j
                      'montage_retry_users')
 """
 
-LATEST_DATA_TIME = 'SELECT max("updated_at") FROM "checkins"'
+# Rows stamped later than the run's start (clock skew, bad imports) must not drag the
+# watermark into the future: changes committed later with saner stamps would be skipped.
+LATEST_DATA_TIME = 'SELECT max("updated_at") FROM "checkins" WHERE "updated_at" <= $1'
 
 READ_WATERMARK = 'SELECT "watermark" FROM "montage_job_watermarks" WHERE "shard" = $1'
 
