@@ -30,10 +30,9 @@ def demo(ctx: click.Context, users: int, seed: int) -> None:
         session = store.session()
         try:
             session.migrate()
-            loaded = sum(
-                session.load_checkins(pl.from_arrow(batch))  # type: ignore[arg-type]
-                for batch in iter_checkin_batches(SyntheticSpec(users=users, seed=seed, as_of=as_of))
-            )
+            loaded = 0
+            for batch in iter_checkin_batches(SyntheticSpec(users=users, seed=seed, as_of=as_of)):
+                loaded += session.load_checkins(pl.DataFrame(batch))
             logger.info("synthetic check-ins loaded", users=users, checkins=loaded, database=target.display)
             summary = run_job(store, settings, RunOptions(as_of=as_of))
             logger.bind(**summary.fields()).info("Batch job completed")

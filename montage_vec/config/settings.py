@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -122,9 +123,10 @@ def load_settings(**overrides: Any) -> Settings:
         settings.database()  # resolves the URL now so that a bad scheme fails before any work
     except ValidationError as exc:
         raise ConfigError(redact(_describe(exc))) from None
-    for secret in (settings.db_password, settings.database_url):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
+    if settings.db_password is not None:
+        register_secret(settings.db_password.get_secret_value())
+    if settings.database_url is not None:
+        register_secret(urlsplit(settings.database_url.get_secret_value()).password)
     return settings
 
 

@@ -18,7 +18,7 @@ from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
-from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, TransientStoreError
+from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, TransientStoreError
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions, Shard, candidate_query, chunked, find_candidates, new_job_id, utc_now
@@ -67,13 +67,15 @@ def run_job(
     started_at = utc_now()
     job_id = new_job_id(started_at)
     bound = logger.bind(job_id=job_id)
-    with store.run_lock(shard.key):
-        control_session = store.session()
-        try:
-            return _run_locked(store, control_session, settings, options, control, shard, job_id, started_at)
-        finally:
-            _close_quietly(control_session)
-            bound.debug("store sessions closed")
+    # The control session holds the run lock and writes the run log; chunk sessions come on top.
+    control_session = store.session()
+    try:
+        if not control_session.try_lock_run(shard.key):
+            raise RunLockedError(f"another run holds the lock for shard {shard.key}; nothing was touched")
+        return _run_locked(store, control_session, settings, options, control, shard, job_id, started_at)
+    finally:
+        _close_quietly(control_session)
+        bound.debug("store sessions closed")
 
 
 def _run_locked(

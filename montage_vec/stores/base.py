@@ -8,7 +8,6 @@ everything about montages themselves stays in the engine.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -77,6 +76,10 @@ class StoreSession(ABC):
     """One connection's worth of operations; not shared between threads."""
 
     @abstractmethod
+    def try_lock_run(self, shard: str) -> bool:
+        """Take the shard's run lock for this session's lifetime; False when another run holds it."""
+
+    @abstractmethod
     def migrate(self) -> list[str]:
         """Apply every DDL file of this backend (idempotent); return the file names."""
 
@@ -139,10 +142,6 @@ class Store(ABC):
     @abstractmethod
     def session(self) -> StoreSession:
         """A new session for the calling thread; close it when done."""
-
-    @abstractmethod
-    def run_lock(self, shard: str) -> AbstractContextManager[None]:
-        """Held for a whole run; raises RunLockedError when another run holds it."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -1,0 +1,220 @@
+"""PostgreSQL in production, through the ADBC driver.
+
+Reads run without bound parameters so the driver streams them with binary COPY; chunk
+writes bulk-load staging tables with `adbc_ingest` (binary COPY) and apply them with the
+shared statements in `chunk_sql`, all in the session's transaction. Each session is one
+connection and is used by one thread only (the driver does not allow sharing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import adbc_driver_postgresql.dbapi as dbapi
+import polars as pl
+
+from montage_vec.engine.schema import CHECKIN_SCHEMA
+from montage_vec.errors import SchemaNotMigratedError
+from montage_vec.stores import queries
+from montage_vec.stores.base import CandidateQuery, ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
+from montage_vec.stores.migrations import migration_files, split_statements
+from montage_vec.stores.pg_errors import classify, connect
+from montage_vec.stores.pg_ids import uuid_array_literal
+
+BACKEND = "postgresql"
+WRITE_STATEMENTS = write_statements(json_type="jsonb")
+LOCK_NAMESPACE = b"montage-vec/run/"
+
+TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock({key})"
+EXTRACT_CHECKINS_FOR = queries.EXTRACT_CHECKINS.replace(
+    'IN (SELECT "user_id"::UUID FROM "stage_users")', "= ANY({users})"
+)
+
+
+class PostgresStore(Store):
+    kind = BACKEND
+
+    def __init__(self, uri: str, read_location: str | None = None) -> None:
+        self.uri = uri
+        self.read_uri = read_location
+
+    def session(self) -> PostgresSession:
+        return PostgresSession(self.uri, self.read_uri)
+
+    def close(self) -> None:
+        """Sessions own their connections; the store holds none."""
+
+
+class PostgresSession(StoreSession):
+    def __init__(self, uri: str, read_uri: str | None) -> None:
+        self._connection = connect(uri)
+        self._read_uri = read_uri
+        self._reader: Any | None = None
+
+    # -- run bookkeeping -------------------------------------------------
+
+    def try_lock_run(self, shard: str) -> bool:
+        digest = hashlib.blake2b(LOCK_NAMESPACE + shard.encode(), digest_size=8).digest()
+        key = int.from_bytes(digest, "big", signed=True)
+        with self._transaction():
+            locked = self._scalar(TRY_ADVISORY_LOCK.format(key=key))
+        # A session-level advisory lock outlives the transaction and is held until disconnect.
+        return bool(locked)
+
+    def migrate(self) -> list[str]:
+        applied = []
+        with self._transaction():
+            for path in migration_files(BACKEND):
+                for statement in split_statements(path.read_text()):
+                    self._execute(statement)
+                applied.append(path.name)
+        return applied
+
+    def ensure_migrated(self) -> None:
+        with self._transaction():
+            found = self._scalar(queries.COUNT_JOB_TABLES)
+        if found != len(queries.JOB_TABLES):
+            raise SchemaNotMigratedError("the montage tables are missing: run `montage-vec migrate` first")
+
+    def latest_data_time(self, not_after: datetime) -> datetime | None:
+        with self._transaction():
+            return self._scalar(queries.LATEST_DATA_TIME, [not_after])  # type: ignore[no-any-return]
+
+    def read_watermark(self, shard: str) -> datetime | None:
+        with self._transaction():
+            return self._scalar(queries.READ_WATERMARK, [shard])  # type: ignore[no-any-return]
+
+    def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
+        with self._transaction():
+            self._execute(queries.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
+
+    def record_run(self, run: RunRecord) -> None:
+        with self._transaction():
+            self._execute(queries.RECORD_RUN, [getattr(run, column) for column in queries.RUN_COLUMNS])
+
+    def record_failures(self, failures: pl.DataFrame, job_id: str, failed_at: datetime) -> None:
+        with self._transaction():
+            self._stage("stage_failures", failures)
+            self._execute(queries.RECORD_FAILURES, [job_id, failed_at])
+
+    # -- the job's data path ----------------------------------------------
+
+    def candidate_users(self, query: CandidateQuery) -> pl.Series:
+        if query.mode == "users":
+            return pl.Series("user_id", sorted(set(query.user_ids)), dtype=pl.String)
+        if query.mode == "full" or query.since is None:
+            sql = queries.CANDIDATES_FULL
+        else:
+            sql = queries.CANDIDATES_INCREMENTAL.format(
+                since=queries.timestamp_literal(query.since), as_of=queries.timestamp_literal(query.as_of)
+            )
+        with self._transaction():
+            return self._frame(sql)["user_id"]
+
+    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
+        # No bound parameters, so the driver streams the rows with binary COPY; the ids are
+        # validated uuids, which makes the literal safe. Works on a read-only replica too.
+        sql = EXTRACT_CHECKINS_FOR.format(users=uuid_array_literal(user_ids))
+        if self._read_uri is None:
+            with self._transaction():
+                extracted = self._frame(sql)
+        else:
+            extracted = self._read_replica_frame(sql)
+        return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
+
+    def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
+        with self._transaction():
+            self._stage("stage_users", pl.DataFrame({"user_id": chunk.user_ids}))
+            self._stage("stage_montages", chunk.montages)
+            self._stage("stage_items", chunk.items)
+            for statement in WRITE_STATEMENTS:
+                self._execute(statement)
+            written, removed = self._row(SELECT_OUTCOME)
+            changed_users = self._frame(SELECT_CHANGED_USERS)["user_id"].to_list()
+        return WriteOutcome(int(written), int(removed), sorted(changed_users))
+
+    def load_checkins(self, checkins: pl.DataFrame) -> int:
+        staged = checkins.select(queries.CHECKIN_COLUMNS)
+        with self._transaction():
+            self._stage("stage_checkins", staged)
+            self._execute(queries.UPSERT_CHECKINS)
+        return staged.height
+
+    def user_montages(self, user_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        literal = uuid_array_literal(pl.Series([user_id]))
+        by_user = f"= ANY({literal})"
+        with self._transaction():
+            montages = self._frame(queries.USER_MONTAGES.replace("= $1::UUID", by_user))
+            items = self._frame(queries.USER_ITEMS.replace("= $1::UUID", by_user))
+        return montages, items
+
+    def user_with_most_interests(self) -> str | None:
+        with self._transaction():
+            return self._scalar(queries.USER_WITH_MOST_INTERESTS)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for connection in (self._reader, self._connection):
+            if connection is not None:
+                connection.close()
+
+    # -- plumbing -----------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Commit on success; roll back and raise a classified StoreError on failure."""
+        try:
+            yield
+            self._connection.commit()
+        except BaseException as exc:
+            # If the connection is gone, the server has rolled the transaction back itself.
+            with suppress(dbapi.Error, OSError):
+                self._connection.rollback()
+            if isinstance(exc, dbapi.Error | OSError):
+                raise classify(exc) from None
+            raise
+
+    def _execute(self, sql: str, parameters: list[Any] | None = None) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+
+    def _scalar(self, sql: str, parameters: list[Any] | None = None) -> Any:
+        return self._row(sql, parameters)[0]
+
+    def _row(self, sql: str, parameters: list[Any] | None = None) -> tuple[Any, ...]:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+            row = cursor.fetchone()
+        return tuple(row) if row is not None else (None,)
+
+    def _frame(self, sql: str) -> pl.DataFrame:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql)
+            table = cursor.fetch_arrow_table()
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def _stage(self, name: str, frame: pl.DataFrame) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.adbc_ingest(name, frame.to_arrow(), mode="replace", temporary=True)
+
+    def _read_replica_frame(self, sql: str) -> pl.DataFrame:
+        if self._reader is None:
+            self._reader = connect(self._read_uri or "")
+        try:
+            with self._reader.cursor() as cursor:
+                cursor.execute(sql)
+                table = cursor.fetch_arrow_table()
+            self._reader.commit()
+        except (dbapi.Error, OSError) as exc:
+            self._reader.close()
+            self._reader = None
+            raise classify(exc) from None
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
