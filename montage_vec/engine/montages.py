@@ -64,7 +64,7 @@ def compute_montages(
 
 def _eligible_in_item_order(checkins: pl.DataFrame, params: MontageParams) -> pl.DataFrame:
     """Rule 1 and rule 3: eligible check-ins sorted per user, `rank` 0 = newest."""
-    included = pl.Series(sorted(params.privacy_included), dtype=pl.String)
+    included = sorted(params.privacy_included)
     eligible = checkins.filter(pl.col("deleted_at").is_null() & pl.col("privacy").is_in(included))
     ordered = eligible.sort(ITEM_ORDER, descending=ITEM_ORDER_DESCENDING).with_row_index("row_nr")
     return ordered.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id"))

@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated environment, real databases (a DuckDB file, a fresh
+PostgreSQL database per test) and an in-process CLI runner that parses JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import adbc_driver_postgresql.dbapi as pg
+import pytest
+
+PG_ADMIN_URL = os.environ.get("MONTAGE_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
+
+# Variables the job reads; cleared for every test so the machine's environment never leaks in.
+JOB_VARIABLES = (
+    "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME", "DB_SSLMODE",
+    "DB_CONNECT_TIMEOUT", "DB_READ_HOST", "DB_MAX_OPEN_CONNS", "DB_MAX_IDLE_CONNS", "MONTAGE_MAX_ITEMS",
+    "MONTAGE_MIN_INTEREST_OCCURRENCE", "MONTAGE_INTEREST_LOOKBACK_DAYS", "MONTAGE_PRIVACY_INCLUDED",
+    "MONTAGE_BATCH_SIZE", "MAX_CONCURRENT_GENERATIONS", "WATERMARK_OVERLAP", "CACHE_TTL", "USER_ID_FILTER",
+    "CHUNK_RETRY_ATTEMPTS", "MONTAGE_SHARD", "ENVIRONMENT", "LOG_LEVEL", "DEBUG", "BATCH_MODE",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    for name in JOB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def duckdb_url(tmp_path: Any) -> str:
+    return f"duckdb:///{tmp_path}/montage.duckdb"
+
+
+def _admin_execute(sql: str) -> None:
+    with pg.connect(PG_ADMIN_URL, autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"montage_test_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once per backend, on a fresh database."""
+    fixture = "duckdb_url" if request.param == "duckdb" else "postgres_url"
+    if request.param == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, message: str) -> dict[str, Any]:
+        """The last log line with this message."""
+        matching = [entry for entry in self.logs if entry.get("message") == message]
+        assert matching, f"no log line {message!r} in:\n{self.stdout}\n{self.stderr}"
+        return matching[-1]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run `montage-vec ARGS` in this process with extra environment variables."""
+    from montage_vec.cli import main
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        try:
+            main(list(args))
+            exit_code = 0
+        except SystemExit as exc:
+            exit_code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return CliResult(exit_code, out, err, logs)
+
+    return run
