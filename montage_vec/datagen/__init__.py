@@ -1,0 +1,23 @@
+"""Synthetic check-in data for the demo and the benchmarks."""
+
+from montage_vec.datagen.synthetic import (
+    CHECKIN_ARROW_SCHEMA,
+    DEFAULT_AS_OF,
+    MAX_CHECKINS_PER_USER,
+    TAGS,
+    SyntheticSpec,
+    generate_checkins,
+    iter_checkin_batches,
+    user_id_for,
+)
+
+__all__ = [
+    "CHECKIN_ARROW_SCHEMA",
+    "DEFAULT_AS_OF",
+    "MAX_CHECKINS_PER_USER",
+    "TAGS",
+    "SyntheticSpec",
+    "generate_checkins",
+    "iter_checkin_batches",
+    "user_id_for",
+]
