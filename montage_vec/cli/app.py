@@ -89,9 +89,7 @@ def once(
         max_concurrent_generations=concurrency,
         user_id_filter=list(user_ids) or None,
     )
-    options = RunOptions(
-        full=full, user_ids=tuple(settings.user_id_filter), as_of=parse_as_of(as_of), dry_run=dry_run
-    )
+    options = RunOptions(full=full, user_ids=tuple(settings.user_id_filter), as_of=parse_as_of(as_of), dry_run=dry_run)
     try:
         with open_store(settings.database()) as store:
             summary = run_job(store, settings, options)

@@ -7,11 +7,14 @@ passes its flags as keyword overrides, which win over the environment.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from croniter import croniter
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from montage_vec.config.database import DatabaseTarget, resolve_database
@@ -39,9 +42,31 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     # Runtime.
+    batch_mode: Literal["once", "scheduler", "health"] = "once"
     environment: Literal["development", "staging", "production"] = "production"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     debug: bool = False
+    batch_processing_timeout: Duration = timedelta(minutes=30)
+    montage_schedule: str = "0 3 * * *"
+    montage_schedule_tz: str = "UTC"
+    metrics_port: int = Field(default=8090, ge=0, le=65535)
+    pushgateway_url: str | None = None
+
+    # Feature flags.
+    enable_batch_processing: bool = True
+    enable_realtime_generation: bool = False
+    enable_analytics: bool = True
+
+    # External services.
+    checkin_source: Literal["database", "http"] = "database"
+    checkin_service_url: str | None = None
+    checkin_service_api_key: SecretStr | None = None
+    checkin_service_timeout: Duration = timedelta(seconds=30)
+    checkin_service_page_size: int = Field(default=5000, ge=1, le=100_000)
+    user_service_url: str | None = None
+    user_service_api_key: SecretStr | None = None
+    user_service_timeout: Duration = timedelta(seconds=10)
+    user_service_retries: int = Field(default=3, ge=0, le=10)
 
     # Database: DATABASE_URL wins; otherwise DB_HOST selects PostgreSQL; otherwise embedded DuckDB.
     database_url: SecretStr | None = None
@@ -71,6 +96,17 @@ class Settings(BaseSettings):
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
     montage_shard: str = Field(default="0/1", pattern=r"^\d+/\d+$")
 
+    @field_validator("user_id_filter")
+    @classmethod
+    def _canonical_user_ids(cls, values: list[str]) -> list[str]:
+        canonical = []
+        for value in values:
+            try:
+                canonical.append(str(uuid.UUID(value)))
+            except ValueError:
+                raise ValueError(f"not a uuid: {value!r}") from None
+        return canonical
+
     @field_validator("montage_shard")
     @classmethod
     def _valid_shard(cls, value: str) -> str:
@@ -79,7 +115,29 @@ class Settings(BaseSettings):
             raise ValueError("must be INDEX/COUNT with 0 <= INDEX < COUNT")
         return value
 
-    @field_validator("watermark_overlap", "cache_ttl", "db_connect_timeout")
+    @field_validator("montage_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
+
+    @field_validator("montage_schedule_tz")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone: {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _services_configured(self) -> Settings:
+        if self.checkin_source == "http" and not self.checkin_service_url:
+            raise ValueError("CHECKIN_SOURCE=http needs CHECKIN_SERVICE_URL")
+        return self
+
+    @field_validator("watermark_overlap", "cache_ttl", "db_connect_timeout", "batch_processing_timeout")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):
@@ -123,8 +181,9 @@ def load_settings(**overrides: Any) -> Settings:
         settings.database()  # resolves the URL now so that a bad scheme fails before any work
     except ValidationError as exc:
         raise ConfigError(redact(_describe(exc))) from None
-    if settings.db_password is not None:
-        register_secret(settings.db_password.get_secret_value())
+    for secret in (settings.db_password, settings.checkin_service_api_key, settings.user_service_api_key):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
     if settings.database_url is not None:
         register_secret(urlsplit(settings.database_url.get_secret_value()).password)
     return settings
@@ -134,5 +193,8 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+        if variable == "configuration" or not error["loc"]:
+            problems.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
         problems.append(f"{variable}: {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)

@@ -21,7 +21,7 @@ from montage_vec.config.secrets import redact
 from montage_vec.engine import MontageParams, compute_montages
 from montage_vec.engine.schema import GENERAL, INTEREST
 from montage_vec.errors import DataStoreError, InputDataError
-from montage_vec.stores.base import ChunkWrite, StoreSession
+from montage_vec.stores.base import CheckinSource, ChunkWrite, StoreSession
 
 # Errors caused by the rows themselves: splitting the chunk isolates the users behind them.
 DATA_ERRORS = (DataStoreError, InputDataError, pl.exceptions.PolarsError, pa.ArrowException, ValueError)
@@ -35,6 +35,7 @@ class ChunkContext:
     generated_at: datetime
     cache_ttl: timedelta
     dry_run: bool = False
+    analytics: bool = True
 
 
 @dataclass
@@ -66,10 +67,12 @@ class ChunkResult:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
 
 
-def process_chunk(session: StoreSession, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+def process_chunk(
+    store: StoreSession, source: CheckinSource, user_ids: pl.Series, context: ChunkContext
+) -> ChunkResult:
     """Process `user_ids`, splitting on data errors until the failing users stand alone."""
     try:
-        return _process_once(session, user_ids, context)
+        return _process_once(store, source, user_ids, context)
     except DATA_ERRORS as exc:
         error = redact(f"{type(exc).__name__}: {exc}")
         if len(user_ids) == 1:
@@ -78,15 +81,17 @@ def process_chunk(session: StoreSession, user_ids: pl.Series, context: ChunkCont
             return ChunkResult(users=1, failures=[(user_id, error)])
         logger.info("chunk failed on its data; splitting it", users=len(user_ids), error=error)
         half = len(user_ids) // 2
-        result = process_chunk(session, user_ids.slice(0, half), context)
-        result.add(process_chunk(session, user_ids.slice(half), context))
+        result = process_chunk(store, source, user_ids.slice(0, half), context)
+        result.add(process_chunk(store, source, user_ids.slice(half), context))
         return result
 
 
-def _process_once(session: StoreSession, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+def _process_once(
+    store: StoreSession, source: CheckinSource, user_ids: pl.Series, context: ChunkContext
+) -> ChunkResult:
     result = ChunkResult(users=len(user_ids))
     started = time.perf_counter()
-    checkins = session.extract_checkins(user_ids)
+    checkins = source.extract_checkins(user_ids)
     extracted = time.perf_counter()
     montage_set = compute_montages(checkins, context.as_of, context.params)
     computed = time.perf_counter()
@@ -104,9 +109,11 @@ def _process_once(session: StoreSession, user_ids: pl.Series, context: ChunkCont
     if context.dry_run:
         return result
 
-    outcome = session.write_chunk(
+    outcome = store.write_chunk(
         ChunkWrite(
             job_id=context.job_id,
+            occurred_at=context.generated_at,
+            analytics=context.analytics,
             user_ids=writable,
             montages=montage_set.montages.with_columns(
                 generated_at=pl.lit(context.generated_at),

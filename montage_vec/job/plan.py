@@ -6,10 +6,13 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import polars as pl
 
-from montage_vec.stores.base import CandidateMode, CandidateQuery, StoreSession
+from montage_vec.stores.base import CheckinSource, StoreSession
+
+CandidateMode = Literal["incremental", "full", "users"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def candidate_query(
+@dataclass(frozen=True)
+class CandidatePlan:
+    """Which users a run processes and why (README, "Which users a run processes")."""
+
+    mode: CandidateMode
+    as_of: datetime
+    since: datetime | None = None
+    user_ids: tuple[str, ...] = ()
+
+
+def plan_candidates(
     options: RunOptions, as_of: datetime, watermark: datetime | None, overlap: timedelta
-) -> CandidateQuery:
+) -> CandidatePlan:
     """Incremental from the watermark (minus the overlap for late commits), or full, or named users."""
     mode: CandidateMode
     if options.user_ids:
@@ -70,11 +83,19 @@ def candidate_query(
     else:
         mode = "incremental"
     since = watermark - overlap if mode == "incremental" and watermark is not None else None
-    return CandidateQuery(mode=mode, as_of=as_of, since=since, user_ids=options.user_ids)
+    return CandidatePlan(mode=mode, as_of=as_of, since=since, user_ids=options.user_ids)
 
 
-def find_candidates(session: StoreSession, query: CandidateQuery, shard: Shard) -> pl.Series:
-    return shard.owns(session.candidate_users(query))
+def find_candidates(plan: CandidatePlan, source: CheckinSource, store: StoreSession, shard: Shard) -> pl.Series:
+    """Sorted distinct users of this shard: changed check-ins plus montages to revisit, or everyone."""
+    if plan.mode == "users":
+        # Named users are processed exactly as asked, whatever shard they fall in.
+        return pl.Series("user_id", plan.user_ids, dtype=pl.String).unique().sort()
+    if plan.mode == "full" or plan.since is None:
+        found = pl.concat([source.all_users(), store.montage_users()])
+    else:
+        found = pl.concat([source.changed_users(plan.since), store.revisit_users(plan.as_of)])
+    return shard.owns(found.rename("user_id").unique().sort())
 
 
 def chunked(user_ids: pl.Series, size: int) -> Iterator[pl.Series]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from montage_vec.config.durations import format_duration
 from montage_vec.job.chunks import ChunkResult
+from montage_vec.stores.base import RunRecord
 
 
 @dataclass
@@ -19,6 +20,7 @@ class RunSummary:
     status: str = "running"
     finished_at: datetime | None = None
     dry_run: bool = False
+    shard: str = "0/1"
     candidates: int = 0
     chunks: int = 0
     totals: ChunkResult = field(default_factory=ChunkResult)
@@ -52,3 +54,25 @@ class RunSummary:
             "chunks": self.chunks,
             "stage_seconds": {stage: round(spent, 3) for stage, spent in totals.seconds.items()},
         }
+
+
+def run_record(summary: RunSummary, message: str | None = None) -> RunRecord:
+    """The run log row for the summary as it stands."""
+    totals = summary.totals
+    return RunRecord(
+        job_id=summary.job_id,
+        shard=summary.shard,
+        mode=summary.mode,
+        as_of=summary.as_of,
+        started_at=summary.started_at,
+        status=summary.status,
+        finished_at=summary.finished_at,
+        watermark_from=summary.watermark_from,
+        watermark_to=summary.watermark_to,
+        processed=totals.users,
+        successful=totals.successful,
+        errors=len(totals.failures),
+        general_montages=totals.general_montages,
+        interest_montages=totals.interest_montages,
+        message=message,
+    )

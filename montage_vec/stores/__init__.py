@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from montage_vec.config.database import DatabaseTarget
-from montage_vec.stores.base import CandidateQuery, ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.base import CheckinSource, ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
 
 
 def open_store(target: DatabaseTarget) -> Store:
@@ -17,4 +17,4 @@ def open_store(target: DatabaseTarget) -> Store:
     return PostgresStore(target.location, read_location=target.read_location)
 
 
-__all__ = ["CandidateQuery", "ChunkWrite", "RunRecord", "Store", "StoreSession", "WriteOutcome", "open_store"]
+__all__ = ["CheckinSource", "ChunkWrite", "RunRecord", "Store", "StoreSession", "WriteOutcome", "open_store"]

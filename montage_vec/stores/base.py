@@ -7,24 +7,29 @@ everything about montages themselves stays in the engine.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Protocol
 
 import polars as pl
 
-CandidateMode = Literal["incremental", "full", "users"]
 
+class CheckinSource(Protocol):
+    """Where check-ins come from: the database itself, or the check-in service over HTTP."""
 
-@dataclass(frozen=True)
-class CandidateQuery:
-    """Which users a run processes (see README, "Which users a run processes")."""
+    def latest_data_time(self, not_after: datetime) -> datetime | None:
+        """The greatest check-in `updated_at` up to `not_after`: the watermark a successful run stores."""
 
-    mode: CandidateMode
-    as_of: datetime
-    since: datetime | None = None
-    user_ids: tuple[str, ...] = ()
+    def changed_users(self, since: datetime) -> pl.Series:
+        """Distinct users with a check-in whose `updated_at` is later than `since`."""
+
+    def all_users(self) -> pl.Series:
+        """Distinct users having any check-in."""
+
+    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
+        """The engine's check-in columns (CHECKIN_SCHEMA) for exactly these users."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,17 @@ class ChunkWrite:
     """
 
     job_id: str
+    occurred_at: datetime
     user_ids: pl.Series
     montages: pl.DataFrame
     items: pl.DataFrame
+    analytics: bool = True
+
+    def staged_users(self) -> pl.DataFrame:
+        """The `stage_users` relation: the chunk's users with the run's id and time for events."""
+        return pl.DataFrame({"user_id": self.user_ids}).with_columns(
+            job_id=pl.lit(self.job_id), occurred_at=pl.lit(self.occurred_at)
+        )
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,28 @@ class RunRecord:
     interest_montages: int = 0
     message: str | None = None
 
+    @property
+    def event_type(self) -> str:
+        """The seed's batch lifecycle event this state of the run announces."""
+        if self.status == "running":
+            return "montage.batch_job.started"
+        if self.status == "completed":
+            return "montage.batch_job.completed"
+        return "montage.batch_job.failed"
+
+    def event_payload(self) -> str:
+        return json.dumps(asdict(self), default=_iso, sort_keys=True)
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
 
 class StoreSession(ABC):
-    """One connection's worth of operations; not shared between threads."""
+    """One connection's worth of operations; not shared between threads.
+
+    A session is also the default CheckinSource, reading the `checkins` table.
+    """
 
     @abstractmethod
     def try_lock_run(self, shard: str) -> bool:
@@ -88,22 +120,30 @@ class StoreSession(ABC):
         """Raise SchemaNotMigratedError when the job's tables are missing."""
 
     @abstractmethod
-    def latest_data_time(self, not_after: datetime) -> datetime | None:
-        """The greatest check-in `updated_at` up to `not_after`: the watermark a successful run stores."""
+    def latest_data_time(self, not_after: datetime) -> datetime | None: ...
+
+    @abstractmethod
+    def changed_users(self, since: datetime) -> pl.Series: ...
+
+    @abstractmethod
+    def all_users(self) -> pl.Series: ...
+
+    @abstractmethod
+    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame: ...
+
+    @abstractmethod
+    def revisit_users(self, as_of: datetime) -> pl.Series:
+        """Users with an interest montage that stopped qualifying by `as_of`, plus the retry list."""
+
+    @abstractmethod
+    def montage_users(self) -> pl.Series:
+        """Users having any montage or a place on the retry list."""
 
     @abstractmethod
     def read_watermark(self, shard: str) -> datetime | None: ...
 
     @abstractmethod
     def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None: ...
-
-    @abstractmethod
-    def candidate_users(self, query: CandidateQuery) -> pl.Series:
-        """Sorted, distinct user ids (canonical text) the run must process."""
-
-    @abstractmethod
-    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
-        """The engine's check-in columns (CHECKIN_SCHEMA) for exactly these users."""
 
     @abstractmethod
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
@@ -115,7 +155,7 @@ class StoreSession(ABC):
 
     @abstractmethod
     def record_run(self, run: RunRecord) -> None:
-        """Insert or update the run's row in the run log."""
+        """Insert or update the run's row in the run log, with its batch_job event, in one transaction."""
 
     @abstractmethod
     def load_checkins(self, checkins: pl.DataFrame) -> int:

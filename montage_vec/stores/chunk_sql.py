@@ -1,11 +1,11 @@
 """The statements of one chunk's write transaction, shared by both backends.
 
 Each backend first makes the chunk visible as three relations with text uuids:
-`stage_users(user_id)`, `stage_montages(user_id, kind, interest, item_count, valid_until,
+`stage_users(user_id, job_id, occurred_at)`, `stage_montages(user_id, kind, interest, item_count, valid_until,
 generated_at, cache_expires_at, job_id)` and `stage_items(user_id, kind, interest, position,
 checkin_id, checkin_created_at, widget_type, widget_metadata)`. The statements below then run
-in order inside one transaction. `{json}` is the backend's JSON type name (a constant, never
-input).
+in order inside one transaction. `{json}` and `{json_object}` are the backend's JSON type
+and object constructor (constants, never input).
 
 Only montages whose content differs from what is stored are rewritten, so a re-run over
 unchanged data writes nothing and readers' caches stay valid.
@@ -89,6 +89,41 @@ JOIN "chunk_montages" c
 WHERE c."changed"
 """
 
+CREATE_CHUNK_CHANGED_USERS = """
+CREATE TEMP TABLE "chunk_changed_users" AS
+SELECT u."user_id", u."job_id", u."occurred_at",
+       count(*) FILTER (WHERE t."written") AS "montages_written",
+       count(*) FILTER (WHERE NOT t."written") AS "montages_removed"
+FROM (
+    SELECT "user_id"::VARCHAR AS "user_id", TRUE AS "written" FROM "chunk_montages" WHERE "changed"
+    UNION ALL
+    SELECT "user_id"::VARCHAR, FALSE FROM "chunk_stale"
+) AS t
+JOIN "stage_users" u ON u."user_id" = t."user_id"
+GROUP BY u."user_id", u."job_id", u."occurred_at"
+"""
+
+# Outbox events. Ids derive from (type, aggregate, job): a retried chunk cannot duplicate them.
+INSERT_GENERATED_EVENTS = """
+INSERT INTO "montage_events" ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
+SELECT md5('montage.generated/' || c."montage_id"::VARCHAR || '/' || c."job_id")::UUID,
+       'montage.generated', c."montage_id"::VARCHAR, c."job_id", c."generated_at",
+       {json_object}('user_id', c."user_id"::VARCHAR, 'kind', c."kind", 'interest', c."interest",
+                     'item_count', c."item_count")
+FROM "chunk_montages" c WHERE c."changed"
+ON CONFLICT ("id") DO NOTHING
+"""
+
+INSERT_INVALIDATED_EVENTS = """
+INSERT INTO "montage_events" ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
+SELECT md5('montage.cache.invalidated/' || u."user_id" || '/' || u."job_id")::UUID,
+       'montage.cache.invalidated', u."user_id", u."job_id", u."occurred_at",
+       {json_object}('user_id', u."user_id", 'montages_written', u."montages_written",
+                     'montages_removed', u."montages_removed")
+FROM "chunk_changed_users" u
+ON CONFLICT ("id") DO NOTHING
+"""
+
 CLEAR_RETRIES = """
 DELETE FROM "montage_retry_users" WHERE "user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
 """
@@ -99,17 +134,19 @@ SELECT
     (SELECT count(*) FROM "chunk_stale") AS "removed"
 """
 
-SELECT_CHANGED_USERS = """
-SELECT "user_id"::VARCHAR AS "user_id" FROM "chunk_montages" WHERE "changed"
-UNION
-SELECT "user_id"::VARCHAR FROM "chunk_stale"
-"""
+SELECT_CHANGED_USERS = 'SELECT "user_id" FROM "chunk_changed_users" ORDER BY 1'
 
-DROP_CHUNK_TABLES = ('DROP TABLE IF EXISTS "chunk_montages"', 'DROP TABLE IF EXISTS "chunk_stale"')
+DROP_CHUNK_TABLES = tuple(
+    f'DROP TABLE IF EXISTS "{name}"' for name in ("chunk_montages", "chunk_stale", "chunk_changed_users")
+)
 
 
-def write_statements(json_type: str) -> tuple[str, ...]:
-    """The data-changing statements, in execution order, for a backend's JSON type."""
+def write_statements(json_type: str, json_object: str, analytics: bool) -> tuple[str, ...]:
+    """The data-changing statements, in execution order, for a backend's JSON dialect.
+
+    `analytics` adds one `montage.generated` event per written montage (ENABLE_ANALYTICS).
+    """
+    generated_events = (INSERT_GENERATED_EVENTS.format(json_object=json_object),) if analytics else ()
     return (
         *DROP_CHUNK_TABLES,
         CREATE_CHUNK_MONTAGES,
@@ -119,5 +156,8 @@ def write_statements(json_type: str) -> tuple[str, ...]:
         DELETE_STALE_MONTAGES,
         UPSERT_CHANGED_MONTAGES,
         INSERT_CHANGED_ITEMS.format(json=json_type),
+        CREATE_CHUNK_CHANGED_USERS,
+        *generated_events,
+        INSERT_INVALIDATED_EVENTS.format(json_object=json_object),
         CLEAR_RETRIES,
     )

@@ -27,12 +27,14 @@ from montage_vec.errors import (
     TransientStoreError,
 )
 from montage_vec.stores import queries
-from montage_vec.stores.base import CandidateQuery, ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.base import ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
 from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
 from montage_vec.stores.migrations import migration_files, split_statements
 
 BACKEND = "duckdb"
-WRITE_STATEMENTS = write_statements(json_type="JSON")
+JSON_TYPE = "JSON"
+JSON_OBJECT = "json_object"
+RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=JSON_TYPE)
 
 
 class DuckDBStore(Store):
@@ -91,17 +93,21 @@ class DuckDBSession(StoreSession):
         with self._write_lock:
             self._execute(queries.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(watermark.tzinfo)])
 
-    def candidate_users(self, query: CandidateQuery) -> pl.Series:
-        if query.mode == "users":
-            return pl.Series("user_id", sorted(set(query.user_ids)), dtype=pl.String)
-        if query.mode == "full" or query.since is None:
-            sql = queries.CANDIDATES_FULL
-        else:
-            sql = queries.CANDIDATES_INCREMENTAL.format(
-                since=queries.timestamp_literal(query.since), as_of=queries.timestamp_literal(query.as_of)
-            )
-        candidates: pl.Series = self._cursor.sql(sql).pl()["user_id"]
-        return candidates
+    def changed_users(self, since: datetime) -> pl.Series:
+        return self._users(queries.CHANGED_USERS.format(since=queries.timestamp_literal(since)))
+
+    def all_users(self) -> pl.Series:
+        return self._users(queries.CHECKIN_USERS)
+
+    def revisit_users(self, as_of: datetime) -> pl.Series:
+        return self._users(queries.REVISIT_USERS.format(as_of=queries.timestamp_literal(as_of)))
+
+    def montage_users(self) -> pl.Series:
+        return self._users(queries.MONTAGE_USERS)
+
+    def _users(self, sql: str) -> pl.Series:
+        users: pl.Series = self._cursor.sql(sql).pl()["user_id"]
+        return users
 
     def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
         stage_users = pl.DataFrame({"user_id": user_ids})
@@ -114,12 +120,12 @@ class DuckDBSession(StoreSession):
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         staged = {
-            "stage_users": pl.DataFrame({"user_id": chunk.user_ids}),
+            "stage_users": chunk.staged_users(),
             "stage_montages": chunk.montages,
             "stage_items": chunk.items,
         }
         with self._write_lock, self._registered(staged), self._transaction():
-            for statement in WRITE_STATEMENTS:
+            for statement in write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics):
                 self._execute(statement)
             [(written, removed)] = self._execute(SELECT_OUTCOME)
             changed_users = self._cursor.sql(SELECT_CHANGED_USERS).pl()["user_id"].to_list()
@@ -130,8 +136,10 @@ class DuckDBSession(StoreSession):
             self._execute(queries.RECORD_FAILURES, [job_id, failed_at])
 
     def record_run(self, run: RunRecord) -> None:
-        with self._write_lock:
+        event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
+        with self._write_lock, self._transaction():
             self._execute(queries.RECORD_RUN, [getattr(run, c) for c in queries.RUN_COLUMNS])
+            self._execute(RECORD_JOB_EVENT, event)
 
     def load_checkins(self, checkins: pl.DataFrame) -> int:
         staged = checkins.select(queries.CHECKIN_COLUMNS)

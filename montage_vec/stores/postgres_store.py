@@ -20,14 +20,16 @@ import polars as pl
 from montage_vec.engine.schema import CHECKIN_SCHEMA
 from montage_vec.errors import SchemaNotMigratedError
 from montage_vec.stores import queries
-from montage_vec.stores.base import CandidateQuery, ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.base import ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
 from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
 from montage_vec.stores.migrations import migration_files, split_statements
 from montage_vec.stores.pg_errors import classify, connect
 from montage_vec.stores.pg_ids import uuid_array_literal
 
 BACKEND = "postgresql"
-WRITE_STATEMENTS = write_statements(json_type="jsonb")
+JSON_TYPE = "jsonb"
+JSON_OBJECT = "jsonb_build_object"
+RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=JSON_TYPE)
 LOCK_NAMESPACE = b"montage-vec/run/"
 
 TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock({key})"
@@ -94,8 +96,10 @@ class PostgresSession(StoreSession):
             self._execute(queries.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
 
     def record_run(self, run: RunRecord) -> None:
+        event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
         with self._transaction():
             self._execute(queries.RECORD_RUN, [getattr(run, column) for column in queries.RUN_COLUMNS])
+            self._execute(RECORD_JOB_EVENT, event)
 
     def record_failures(self, failures: pl.DataFrame, job_id: str, failed_at: datetime) -> None:
         with self._transaction():
@@ -104,15 +108,19 @@ class PostgresSession(StoreSession):
 
     # -- the job's data path ----------------------------------------------
 
-    def candidate_users(self, query: CandidateQuery) -> pl.Series:
-        if query.mode == "users":
-            return pl.Series("user_id", sorted(set(query.user_ids)), dtype=pl.String)
-        if query.mode == "full" or query.since is None:
-            sql = queries.CANDIDATES_FULL
-        else:
-            sql = queries.CANDIDATES_INCREMENTAL.format(
-                since=queries.timestamp_literal(query.since), as_of=queries.timestamp_literal(query.as_of)
-            )
+    def changed_users(self, since: datetime) -> pl.Series:
+        return self._users(queries.CHANGED_USERS.format(since=queries.timestamp_literal(since)))
+
+    def all_users(self) -> pl.Series:
+        return self._users(queries.CHECKIN_USERS)
+
+    def revisit_users(self, as_of: datetime) -> pl.Series:
+        return self._users(queries.REVISIT_USERS.format(as_of=queries.timestamp_literal(as_of)))
+
+    def montage_users(self) -> pl.Series:
+        return self._users(queries.MONTAGE_USERS)
+
+    def _users(self, sql: str) -> pl.Series:
         with self._transaction():
             return self._frame(sql)["user_id"]
 
@@ -129,10 +137,10 @@ class PostgresSession(StoreSession):
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         with self._transaction():
-            self._stage("stage_users", pl.DataFrame({"user_id": chunk.user_ids}))
+            self._stage("stage_users", chunk.staged_users())
             self._stage("stage_montages", chunk.montages)
             self._stage("stage_items", chunk.items)
-            for statement in WRITE_STATEMENTS:
+            for statement in write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics):
                 self._execute(statement)
             written, removed = self._row(SELECT_OUTCOME)
             changed_users = self._frame(SELECT_CHANGED_USERS)["user_id"].to_list()

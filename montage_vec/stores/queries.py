@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-JOB_TABLES = ("montages", "montage_items", "montage_job_runs", "montage_job_watermarks", "montage_retry_users")
+JOB_TABLES = (
+    "montages", "montage_items", "montage_job_runs", "montage_job_watermarks", "montage_retry_users",
+    "montage_events",
+)  # fmt: skip
 
-COUNT_JOB_TABLES = """
+COUNT_JOB_TABLES = f"""
 SELECT count(*) FROM information_schema.tables
-WHERE table_name IN ('montages', 'montage_items', 'montage_job_runs', 'montage_job_watermarks',
-                     'montage_retry_users')
-"""
+WHERE table_schema = current_schema() AND table_name IN ({", ".join(f"'{name}'" for name in JOB_TABLES)})
+"""  # noqa: S608 - built from the constant table list above
 
 # Rows stamped later than the run's start (clock skew, bad imports) must not drag the
 # watermark into the future: changes committed later with saner stamps would be skipped.
@@ -41,6 +43,13 @@ ON CONFLICT ("job_id") DO UPDATE SET
     {", ".join(f'"{c}" = excluded."{c}"' for c in RUN_COLUMNS[5:])}
 """  # noqa: S608 - built from the constant column list above
 
+# $1 type, $2 job_id, $3 occurred_at, $4 payload (JSON text). {json}: the backend's JSON type.
+RECORD_JOB_EVENT = """
+INSERT INTO "montage_events" ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
+VALUES (md5($1 || '/' || $2)::UUID, $1, $2, $2, $3, $4::{json})
+ON CONFLICT ("id") DO NOTHING
+"""
+
 # $1 job_id, $2 failed_at; rows come from the staged relation "stage_failures"(user_id, error).
 RECORD_FAILURES = """
 INSERT INTO "montage_retry_users" ("user_id", "error", "attempts", "first_failed_at", "last_failed_at", "job_id")
@@ -52,25 +61,24 @@ ON CONFLICT ("user_id") DO UPDATE SET
     "job_id" = excluded."job_id"
 """
 
-CANDIDATES_FULL = """
-SELECT "user_id"::VARCHAR AS "user_id" FROM (
-    SELECT DISTINCT "user_id" FROM "checkins"
-    UNION
-    SELECT DISTINCT "user_id" FROM "montages"
-) AS "candidates"
-ORDER BY 1
+CHECKIN_USERS = 'SELECT DISTINCT "user_id"::VARCHAR AS "user_id" FROM "checkins"'
+
+# {since} is a timestamp literal rendered by timestamp_literal().
+CHANGED_USERS = """
+SELECT DISTINCT "user_id"::VARCHAR AS "user_id" FROM "checkins" WHERE "updated_at" > {since}
 """
 
-# {since} and {as_of} are timestamp literals rendered by timestamp_literal().
-CANDIDATES_INCREMENTAL = """
-SELECT "user_id"::VARCHAR AS "user_id" FROM (
-    SELECT "user_id" FROM "checkins" WHERE "updated_at" > {since}
-    UNION
-    SELECT "user_id" FROM "montages" WHERE "valid_until" <= {as_of}
-    UNION
-    SELECT "user_id" FROM "montage_retry_users"
-) AS "candidates"
-ORDER BY 1
+MONTAGE_USERS = """
+SELECT "user_id"::VARCHAR AS "user_id" FROM "montages"
+UNION
+SELECT "user_id"::VARCHAR FROM "montage_retry_users"
+"""
+
+# {as_of} is a timestamp literal rendered by timestamp_literal().
+REVISIT_USERS = """
+SELECT "user_id"::VARCHAR AS "user_id" FROM "montages" WHERE "valid_until" <= {as_of}
+UNION
+SELECT "user_id"::VARCHAR FROM "montage_retry_users"
 """
 
 # The job's check-in columns for the users staged in "stage_users"(user_id).
