@@ -14,6 +14,8 @@ class MontageVecError(Exception):
 
     transient: bool = False
     exit_code: int = 1
+    # Set by the runner on errors that end a run: the run's summary, for the final log line.
+    run_summary: dict[str, object] | None = None
 
 
 class ConfigError(MontageVecError):

@@ -13,11 +13,16 @@ from typing import Any
 import click
 from loguru import logger
 
-from montage_vec.config import Settings, load_settings, redact
+from montage_vec.config import Settings, load_settings, redact, requested_batch_mode
 from montage_vec.errors import ConfigError, MontageVecError
+from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions
-from montage_vec.job.runner import run_job
 from montage_vec.observability.logging import configure_logging
+from montage_vec.observability.metrics import JobMetrics
+from montage_vec.observability.signals import stop_on_signals
+from montage_vec.runtime.health import run_health_checks
+from montage_vec.runtime.scheduler import run_scheduler
+from montage_vec.runtime.wiring import run_once
 from montage_vec.stores import open_store
 
 EXIT_UNEXPECTED = 1
@@ -46,9 +51,14 @@ def parse_as_of(text: str | None) -> datetime | None:
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Generate check-in montages in bulk (vectorized, set-based)."""
+    """Generate check-in montages in bulk (vectorized, set-based).
+
+    Without a command, BATCH_MODE (once | scheduler | health) chooses one; a command given
+    here always wins.
+    """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(once)
+        mode = requested_batch_mode()
+        ctx.invoke({"once": once, "scheduler": scheduler, "health": health}[mode])
 
 
 @cli.command()
@@ -89,14 +99,45 @@ def once(
         max_concurrent_generations=concurrency,
         user_id_filter=list(user_ids) or None,
     )
+    if not settings.enable_batch_processing:
+        logger.info("batch processing is disabled (ENABLE_BATCH_PROCESSING=false); nothing to do")
+        return
     options = RunOptions(full=full, user_ids=tuple(settings.user_id_filter), as_of=parse_as_of(as_of), dry_run=dry_run)
+    control = RunControl()
     try:
-        with open_store(settings.database()) as store:
-            summary = run_job(store, settings, options)
+        with stop_on_signals(control):
+            summary = run_once(settings, options, control, JobMetrics())
     except MontageVecError as exc:
-        logger.error("Batch job failed", error=redact(str(exc)), error_type=type(exc).__name__)
+        logger.bind(**(exc.run_summary or {})).error(
+            "Batch job failed", error=redact(str(exc)), error_type=type(exc).__name__
+        )
         raise
     logger.bind(**summary.fields()).info("Batch job completed")
+
+
+@cli.command()
+@click.pass_context
+def scheduler(ctx: click.Context) -> None:
+    """Run as a daemon: the job on MONTAGE_SCHEDULE, /healthz and /metrics on METRICS_PORT."""
+    settings = settings_from(ctx)
+    if not settings.enable_batch_processing:
+        logger.info("batch processing is disabled (ENABLE_BATCH_PROCESSING=false); nothing to do")
+        return
+    daemon = RunControl()
+    with stop_on_signals(daemon):
+        run_scheduler(settings, daemon)
+
+
+@cli.command()
+def health() -> None:
+    """Check configuration, database, schema and services; never runs the job."""
+    results = run_health_checks()
+    failed = [result for result in results if not result.ok]
+    for result in failed:
+        click.echo(f"health check failed: {result.name}: {redact(result.detail)}")
+    if failed:
+        sys.exit(1)
+    click.echo("Health check passed")
 
 
 @cli.command()

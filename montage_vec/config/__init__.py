@@ -3,7 +3,7 @@
 from montage_vec.config.database import DatabaseTarget
 from montage_vec.config.durations import format_duration, parse_duration
 from montage_vec.config.secrets import redact, register_secret
-from montage_vec.config.settings import Settings, load_settings
+from montage_vec.config.settings import Settings, load_settings, requested_batch_mode
 
 __all__ = [
     "DatabaseTarget",
@@ -13,4 +13,5 @@ __all__ = [
     "parse_duration",
     "redact",
     "register_secret",
+    "requested_batch_mode",
 ]

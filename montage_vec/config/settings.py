@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     montage_schedule: str = "0 3 * * *"
     montage_schedule_tz: str = "UTC"
     metrics_port: int = Field(default=8090, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"  # all interfaces: Prometheus scrapes the pod from outside
     pushgateway_url: str | None = None
 
     # Feature flags.
@@ -198,3 +199,17 @@ def _describe(exc: ValidationError) -> str:
             continue
         problems.append(f"{variable}: {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)
+
+
+class _ModeOnly(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    batch_mode: Literal["once", "scheduler", "health"] = "once"
+
+
+def requested_batch_mode() -> str:
+    """BATCH_MODE alone, so that `health` can be chosen even when other settings are broken."""
+    try:
+        return _ModeOnly().batch_mode
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

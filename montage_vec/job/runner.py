@@ -18,7 +18,7 @@ from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
-from montage_vec.errors import RunFailed, RunInterrupted, RunLockedError, TransientStoreError
+from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
@@ -109,6 +109,8 @@ class _Run:
             summary.finished_at = utc_now()
             self._record(session, message=redact(f"{type(exc).__name__}: {exc}"))
             self.observers.run_finished(summary)
+            if isinstance(exc, MontageVecError):
+                exc.run_summary = summary.fields()
             raise
         summary.status = "completed"
         summary.finished_at = utc_now()
@@ -183,13 +185,15 @@ class _Run:
             try:
                 session = sessions.current()
                 return process_chunk(session, checkin_source or session, users, context)
-            except TransientStoreError as exc:
+            except MontageVecError as exc:
+                if not exc.transient:
+                    raise
                 sessions.discard()
                 if attempt == attempts or self.control.stopping:
                     raise RunFailed(f"a chunk of {len(users)} users failed {attempt} time(s): {exc}") from None
                 backoff = min(30.0, 0.5 * 2 ** (attempt - 1))
                 self.log.warning(
-                    "transient database error; retrying the chunk on a new connection",
+                    "transient error; retrying the chunk on a new connection",
                     attempt=attempt,
                     backoff_seconds=backoff,
                     error=str(exc),

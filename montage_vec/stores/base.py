@@ -112,6 +112,10 @@ class StoreSession(ABC):
         """Take the shard's run lock for this session's lifetime; False when another run holds it."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Run a trivial query; raise StoreError when the database does not answer."""
+
+    @abstractmethod
     def migrate(self) -> list[str]:
         """Apply every DDL file of this backend (idempotent); return the file names."""
 

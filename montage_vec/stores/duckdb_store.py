@@ -69,6 +69,9 @@ class DuckDBSession(StoreSession):
         # Opening the file read-write already excluded every other process.
         return True
 
+    def ping(self) -> None:
+        self._scalar("SELECT 1")
+
     def migrate(self) -> list[str]:
         applied = []
         with self._transaction():

@@ -68,6 +68,10 @@ class PostgresSession(StoreSession):
         # A session-level advisory lock outlives the transaction and is held until disconnect.
         return bool(locked)
 
+    def ping(self) -> None:
+        with self._transaction():
+            self._scalar("SELECT 1")
+
     def migrate(self) -> list[str]:
         applied = []
         with self._transaction():
