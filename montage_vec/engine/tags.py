@@ -19,6 +19,9 @@ from functools import cache
 import polars as pl
 
 MAX_TAG_CHARS = 100
+# Letters with case live in the Basic and Supplementary Multilingual Planes; the planes above
+# hold ideographs, tags and private use, which no Unicode version gives a case mapping.
+CASED_PLANES_END = 0x20000
 
 
 @cache
@@ -30,7 +33,7 @@ def python_whitespace() -> str:
 @cache
 def lowercase_exceptions() -> tuple[str, ...]:
     """Code points whose lower-casing in Polars differs from this interpreter's `str.lower`."""
-    chars = [chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000]
+    chars = [chr(code) for code in range(CASED_PLANES_END) if not 0xD800 <= code < 0xE000]
     as_series = pl.Series(chars, dtype=pl.String)
     polars_lower = as_series.str.to_lowercase()
     python_lower = pl.Series([char.lower() for char in chars], dtype=pl.String)
