@@ -112,14 +112,11 @@ def _process_once(
     outcome = store.write_chunk(
         ChunkWrite(
             job_id=context.job_id,
-            occurred_at=context.generated_at,
+            generated_at=context.generated_at,
+            cache_ttl=context.cache_ttl,
             analytics=context.analytics,
             user_ids=writable,
-            montages=montage_set.montages.with_columns(
-                generated_at=pl.lit(context.generated_at),
-                cache_expires_at=pl.lit(context.generated_at + context.cache_ttl),
-                job_id=pl.lit(context.job_id),
-            ),
+            montages=montage_set.montages,
             items=montage_set.items,
         )
     )

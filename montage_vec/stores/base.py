@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import polars as pl
@@ -32,26 +32,52 @@ class CheckinSource(Protocol):
         """The engine's check-in columns (CHECKIN_SCHEMA) for exactly these users."""
 
 
+MONTAGE_KEY = ["user_id", "kind", "interest"]
+
+
 @dataclass(frozen=True)
 class ChunkWrite:
     """Everything one chunk's transaction writes.
 
     `user_ids` are the users whose montages are replaced as a whole; `montages` and `items`
-    are the engine's output for them, `montages` extended with generated_at,
-    cache_expires_at and job_id.
+    are the engine's output for them. The `staged_*` frames are what the stores bulk-load:
+    montages numbered within the chunk (`montage_nr`), items pointing at that number, so
+    the database joins them on one integer instead of three text columns.
     """
 
     job_id: str
-    occurred_at: datetime
+    generated_at: datetime
+    cache_ttl: timedelta
     user_ids: pl.Series
     montages: pl.DataFrame
     items: pl.DataFrame
     analytics: bool = True
 
     def staged_users(self) -> pl.DataFrame:
-        """The `stage_users` relation: the chunk's users with the run's id and time for events."""
+        """`stage_users`: the chunk's users with the run's id and time, for events."""
         return pl.DataFrame({"user_id": self.user_ids}).with_columns(
-            job_id=pl.lit(self.job_id), occurred_at=pl.lit(self.occurred_at)
+            job_id=pl.lit(self.job_id), occurred_at=pl.lit(self.generated_at)
+        )
+
+    def staged_montages(self) -> pl.DataFrame:
+        """`stage_montages`: one numbered row per montage, with the run's metadata."""
+        return self.montages.with_row_index("montage_nr").with_columns(
+            pl.col("montage_nr").cast(pl.Int32),
+            generated_at=pl.lit(self.generated_at),
+            cache_expires_at=pl.lit(self.generated_at + self.cache_ttl),
+            job_id=pl.lit(self.job_id),
+        )
+
+    def staged_items(self) -> pl.DataFrame:
+        """`stage_items`: items keyed by (montage_nr, position)."""
+        numbers = self.montages.select(MONTAGE_KEY).with_row_index("montage_nr")
+        return self.items.join(numbers, on=MONTAGE_KEY, how="inner").select(
+            pl.col("montage_nr").cast(pl.Int32),
+            "position",
+            "checkin_id",
+            "checkin_created_at",
+            "widget_type",
+            "widget_metadata",
         )
 
 

@@ -1,10 +1,10 @@
 """The statements of one chunk's write transaction, shared by both backends.
 
-Each backend first makes the chunk visible as three relations with text uuids:
-`stage_users(user_id, job_id, occurred_at)`, `stage_montages(user_id, kind, interest, item_count, valid_until,
-generated_at, cache_expires_at, job_id)` and `stage_items(user_id, kind, interest, position,
-checkin_id, checkin_created_at, widget_type, widget_metadata)`. The statements below then run
-in order inside one transaction. `{json}` and `{json_object}` are the backend's JSON type
+Each backend first makes the chunk visible as three relations with text uuids (see
+`ChunkWrite`): `stage_users(user_id, job_id, occurred_at)`, `stage_montages(montage_nr, user_id,
+kind, interest, item_count, valid_until, generated_at, cache_expires_at, job_id)` and
+`stage_items(montage_nr, position, checkin_id, checkin_created_at, widget_type, widget_metadata)`.
+The statements below then run in order inside one transaction. `{json}` and `{json_object}` are the backend's JSON type
 and object constructor (constants, never input).
 
 Only montages whose content differs from what is stored are rewritten, so a re-run over
@@ -17,7 +17,7 @@ from __future__ import annotations
 # backend and every run; ids already stored (e.g. by the old job) are kept.
 CREATE_CHUNK_MONTAGES = """
 CREATE TEMP TABLE "chunk_montages" AS
-SELECT s."user_id"::UUID AS "user_id", s."kind", s."interest", s."item_count", s."valid_until",
+SELECT s."montage_nr", s."user_id"::UUID AS "user_id", s."kind", s."interest", s."item_count", s."valid_until",
        s."generated_at", s."cache_expires_at", s."job_id",
        COALESCE(m."id", md5(s."user_id" || '/' || s."kind" || '/' || s."interest")::UUID) AS "montage_id",
        (m."id" IS NULL
@@ -35,8 +35,7 @@ UPDATE "chunk_montages" SET "changed" = TRUE
 WHERE NOT "changed" AND "montage_id" IN (
     SELECT c."montage_id"
     FROM "stage_items" si
-    JOIN "chunk_montages" c
-      ON c."user_id" = si."user_id"::UUID AND c."kind" = si."kind" AND c."interest" = si."interest"
+    JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr"
     LEFT JOIN "montage_items" mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"
     WHERE mi."montage_id" IS NULL
        OR mi."checkin_id" <> si."checkin_id"::UUID
@@ -54,10 +53,14 @@ WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
   AND NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
 """
 
+# One IN over a UNION ALL (not two ORed INs) lets the planner probe the primary key.
 DELETE_REPLACED_ITEMS = """
 DELETE FROM "montage_items"
-WHERE "montage_id" IN (SELECT "montage_id" FROM "chunk_stale")
-   OR "montage_id" IN (SELECT "montage_id" FROM "chunk_montages" WHERE "changed")
+WHERE "montage_id" IN (
+    SELECT "montage_id" FROM "chunk_stale"
+    UNION ALL
+    SELECT "montage_id" FROM "chunk_montages" WHERE "changed"
+)
 """
 
 DELETE_STALE_MONTAGES = """
@@ -84,8 +87,7 @@ INSERT INTO "montage_items" ("montage_id", "position", "checkin_id", "checkin_cr
 SELECT c."montage_id", si."position", si."checkin_id"::UUID, si."checkin_created_at",
        si."widget_type", si."widget_metadata"::{json}
 FROM "stage_items" si
-JOIN "chunk_montages" c
-  ON c."user_id" = si."user_id"::UUID AND c."kind" = si."kind" AND c."interest" = si."interest"
+JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr"
 WHERE c."changed"
 """
 

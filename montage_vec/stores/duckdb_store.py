@@ -124,8 +124,8 @@ class DuckDBSession(StoreSession):
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         staged = {
             "stage_users": chunk.staged_users(),
-            "stage_montages": chunk.montages,
-            "stage_items": chunk.items,
+            "stage_montages": chunk.staged_montages(),
+            "stage_items": chunk.staged_items(),
         }
         with self._write_lock, self._registered(staged), self._transaction():
             for statement in write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics):

@@ -31,6 +31,14 @@ JSON_TYPE = "jsonb"
 JSON_OBJECT = "jsonb_build_object"
 RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=JSON_TYPE)
 LOCK_NAMESPACE = b"montage-vec/run/"
+# Planner help for a chunk's statements: staging tables get statistics (temporary tables
+# are never auto-analyzed), and sorts/hashes of a few hundred thousand rows stay in memory.
+PREPARE_CHUNK = (
+    "SET LOCAL work_mem = '64MB'",
+    'ANALYZE "stage_users"',
+    'ANALYZE "stage_montages"',
+    'ANALYZE "stage_items"',
+)
 
 TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock({key})"
 EXTRACT_CHECKINS_FOR = queries.EXTRACT_CHECKINS.replace(
@@ -142,9 +150,9 @@ class PostgresSession(StoreSession):
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         with self._transaction():
             self._stage("stage_users", chunk.staged_users())
-            self._stage("stage_montages", chunk.montages)
-            self._stage("stage_items", chunk.items)
-            for statement in write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics):
+            self._stage("stage_montages", chunk.staged_montages())
+            self._stage("stage_items", chunk.staged_items())
+            for statement in (*PREPARE_CHUNK, *write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics)):
                 self._execute(statement)
             written, removed = self._row(SELECT_OUTCOME)
             changed_users = self._frame(SELECT_CHANGED_USERS)["user_id"].to_list()
