@@ -48,6 +48,7 @@ def run_job(
     try:
         if not control_session.try_lock_run(run.shard.key):
             raise RunLockedError(f"another run holds the lock for shard {run.shard.key}; nothing was touched")
+        run.control_session = control_session
         return run.execute(control_session, checkin_source)
     finally:
         close_quietly(control_session)
@@ -73,6 +74,9 @@ class _Run:
             shard=self.shard.key,
         )
         self.log = logger.bind(job_id=self.summary.job_id)
+        self.control_session: StoreSession | None = None
+        # Worker threads check the lock on the control session; one connection, one caller at a time.
+        self._control_lock = threading.Lock()
 
     def execute(self, session: StoreSession, checkin_source: CheckinSource | None) -> RunSummary:
         summary = self.summary
@@ -118,12 +122,36 @@ class _Run:
         self.observers.run_finished(summary)
         return summary
 
+    def _ensure_lock_held(self) -> None:
+        """Stop the run when its lock is gone (e.g. the control connection died): another run may own it."""
+        if self.control_session is None:
+            return
+        with self._control_lock:
+            held = self.control_session.holds_run_lock(self.shard.key)
+        if not held:
+            self.control.request_stop("failed")
+            raise RunFailed(f"run {self.summary.job_id} lost its lock for shard {self.shard.key}; stopping")
+
     def _record(self, session: StoreSession, message: str | None = None) -> None:
-        """Write the run log row and its batch_job event; a failure here never hides the run's outcome."""
+        """Write the run log row and its batch_job event, on a new connection if the control one died.
+
+        A failure here is logged, never raised: it must not hide the run's own outcome.
+        """
         if self.options.dry_run:
             return
+        record = run_record(self.summary, message)
         try:
-            session.record_run(run_record(self.summary, message))
+            with self._control_lock:
+                session.record_run(record)
+            return
+        except Exception as exc:
+            self.log.warning("recording the run failed; retrying on a new connection", error=redact(str(exc)))
+        try:
+            fresh = self.store.session()
+            try:
+                fresh.record_run(record)
+            finally:
+                close_quietly(fresh)
         except Exception as exc:
             self.log.error("could not record the run in the run log", error=redact(str(exc)))
 
@@ -154,6 +182,7 @@ class _Run:
         def work(chunk_users: pl.Series, number: int) -> None:
             if self.control.stopping:
                 return
+            self._ensure_lock_held()
             result = self._process_with_retries(sessions, checkin_source, chunk_users, context)
             if result.failures and not context.dry_run:
                 failures = pl.DataFrame(result.failures, schema=FAILURE_SCHEMA, orient="row")

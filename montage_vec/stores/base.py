@@ -138,6 +138,10 @@ class StoreSession(ABC):
         """Take the shard's run lock for this session's lifetime; False when another run holds it."""
 
     @abstractmethod
+    def holds_run_lock(self, shard: str) -> bool:
+        """Whether this session still holds the shard's run lock (False when its connection died)."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Run a trivial query; raise StoreError when the database does not answer."""
 

@@ -69,6 +69,9 @@ class DuckDBSession(StoreSession):
         # Opening the file read-write already excluded every other process.
         return True
 
+    def holds_run_lock(self, shard: str) -> bool:
+        return True  # the file lock lasts as long as the process
+
     def ping(self) -> None:
         self._scalar("SELECT 1")
 

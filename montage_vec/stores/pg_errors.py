@@ -37,9 +37,23 @@ def connect(uri: str) -> Any:
         raise classify(exc) from None
 
 
+def server_message(exc: BaseException) -> str:
+    """The server's own words (PG_DIAG_MESSAGE_PRIMARY), else the driver's first line.
+
+    The driver's text starts with the statement, which for our multi-line SQL says nothing
+    about what went wrong.
+    """
+    details = dict(getattr(exc, "details", None) or [])
+    primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
+    if primary:
+        return bytes(primary).decode("utf-8", errors="replace")
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def classify(exc: BaseException) -> StoreError:
     """A StoreError subclass for a driver error, with secrets masked."""
-    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    message = redact(server_message(exc))
     state = getattr(exc, "sqlstate", None)
     if state is None:
         # No SQLSTATE: the connection dropped, or an error surfaced mid-stream.

@@ -18,7 +18,7 @@ import adbc_driver_postgresql.dbapi as dbapi
 import polars as pl
 
 from montage_vec.engine.schema import CHECKIN_SCHEMA
-from montage_vec.errors import SchemaNotMigratedError
+from montage_vec.errors import SchemaNotMigratedError, StoreError
 from montage_vec.stores import queries
 from montage_vec.stores.base import ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
 from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
@@ -41,9 +41,21 @@ PREPARE_CHUNK = (
 )
 
 TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock({key})"
+# A bigint advisory key shows in pg_locks as classid (high 32 bits) and objid (low 32 bits).
+HOLDS_ADVISORY_LOCK = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+  AND classid = {high}::oid AND objid = {low}::oid AND objsubid = 1
+"""
 EXTRACT_CHECKINS_FOR = queries.EXTRACT_CHECKINS.replace(
     'IN (SELECT "user_id"::UUID FROM "stage_users")', "= ANY({users})"
 )
+
+
+def _lock_key(shard: str) -> int:
+    """A stable signed 64-bit advisory lock key per shard."""
+    digest = hashlib.blake2b(LOCK_NAMESPACE + shard.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class PostgresStore(Store):
@@ -69,12 +81,19 @@ class PostgresSession(StoreSession):
     # -- run bookkeeping -------------------------------------------------
 
     def try_lock_run(self, shard: str) -> bool:
-        digest = hashlib.blake2b(LOCK_NAMESPACE + shard.encode(), digest_size=8).digest()
-        key = int.from_bytes(digest, "big", signed=True)
         with self._transaction():
-            locked = self._scalar(TRY_ADVISORY_LOCK.format(key=key))
+            locked = self._scalar(TRY_ADVISORY_LOCK.format(key=_lock_key(shard)))
         # A session-level advisory lock outlives the transaction and is held until disconnect.
         return bool(locked)
+
+    def holds_run_lock(self, shard: str) -> bool:
+        unsigned = _lock_key(shard) & 0xFFFF_FFFF_FFFF_FFFF
+        sql = HOLDS_ADVISORY_LOCK.format(high=unsigned >> 32, low=unsigned & 0xFFFF_FFFF)
+        try:
+            with self._transaction():
+                return bool(self._scalar(sql))
+        except StoreError:
+            return False
 
     def ping(self) -> None:
         with self._transaction():

@@ -280,12 +280,6 @@ def test_poison_user_is_isolated_and_retried(postgres_url: str, run_cli: Any) ->
     assert count(postgres_url, "montage_retry_users") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pg_errors.classify keeps only the first line of str(exc); for the job's multi-line SQL that "
-    "is \"IO: [libpq] Failed to execute query '\", so the server's message (PG_DIAG_MESSAGE_PRIMARY) is lost "
-    "from the retry list, the warning log line and the run log",
-)
 def test_retry_list_error_carries_the_trigger_message(postgres_url: str, run_cli: Any) -> None:
     _, poison_user = poisoned_data(postgres_url, 3)
 
@@ -431,12 +425,6 @@ def log_time(entry: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(entry["timestamp"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the run lock is a session advisory lock on the control connection; when that connection dies "
-    "the runner (job/runner.py) does not notice and keeps committing chunks without the lock, while a second run "
-    "takes the lock and runs concurrently (the first only fails at save_watermark, after all chunks)",
-)
 def test_run_that_lost_its_lock_stops_writing(postgres_url: str, run_cli: Any) -> None:
     frame = synthetic(3000)
     load_frame(postgres_url, frame)
@@ -459,11 +447,6 @@ def test_run_that_lost_its_lock_stops_writing(postgres_url: str, run_cli: Any) -
     assert len(late) <= 1, f"{len(late)} chunks committed while another run held the lock"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the control connection dies, runner._Run._record logs 'could not record the run' and gives "
-    "up, so the run log row stays status='running' with no finished_at forever (no reconnect to record it)",
-)
 def test_run_log_records_a_run_that_failed_on_a_lost_connection(postgres_url: str) -> None:
     frame = synthetic(1000)
     load_frame(postgres_url, frame)
