@@ -263,7 +263,7 @@ def test_poison_user_is_isolated_and_retried(postgres_url: str, run_cli: Any) ->
     retry = retry_list(postgres_url)
     assert retry["user_id"].to_list() == [poison_user]
     assert retry["attempts"].to_list() == [1]
-    assert "P0001" in retry["error"][0]  # the trigger's SQLSTATE; its text: see the xfail test below
+    assert "P0001" in retry["error"][0]  # the trigger's SQLSTATE; its text: see the next test
     warnings = [e for e in first.logs if e.get("level") == "warn" and e.get("user_id") == poison_user]
     assert warnings, first.stdout
     assert count(postgres_url, "montage_job_watermarks") == 1  # a user on the retry list does not hold it back
