@@ -7,7 +7,7 @@ it implements are numbered as in the montage contract (README, "Semantics").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
@@ -22,6 +22,8 @@ MONTAGE_KEY = ["user_id", "kind", "interest"]
 # Rule 3: newest first, ties broken by the larger id.
 ITEM_ORDER = ["user_id", "created_at", "id"]
 ITEM_ORDER_DESCENDING = [False, True, True]
+# Check-in columns shown in widgets (rule 6); gathered only for check-ins that become items.
+DISPLAY_COLUMNS = ["privacy", "text_content", "media_url", "media_type", "thumbnail_url", "location_name"]
 
 
 @dataclass(frozen=True)
@@ -52,20 +54,31 @@ def compute_montages(
 ) -> MontageSet:
     """All montages (rules 1-6) of every user present in `checkins`, at `as_of`."""
     params = params or MontageParams()
+    # All times are UTC: a naive as_of means UTC, as naive check-in columns do.
+    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
     valid, rejected = split_rejected(conform_checkins(checkins))
     eligible = _eligible_in_item_order(valid, params)
     tag_rows = explode_normalized_tags(eligible.select("row_nr", "rank", "user_id", "created_at", "tags"))
     qualifying = _qualifying_interests(tag_rows, as_of, params)
     item_rows = pl.concat([_general_item_rows(eligible, params), _interest_item_rows(tag_rows, qualifying, params)])
-    items = _attach_widgets(item_rows, eligible, tag_rows)
+    items = _attach_widgets(item_rows, eligible, valid, tag_rows)
     montages = _summarize(items, qualifying)
     return MontageSet(montages=montages, items=items, rejected=rejected)
 
 
 def _eligible_in_item_order(checkins: pl.DataFrame, params: MontageParams) -> pl.DataFrame:
-    """Rule 1 and rule 3: eligible check-ins sorted per user, `rank` 0 = newest."""
+    """Rule 1 and rule 3: eligible check-ins sorted per user, `rank` 0 = newest.
+
+    Only the columns that decide membership and order are sorted; `source_row` points back
+    into `checkins` for the display columns, which only shown check-ins need.
+    """
     included = sorted(params.privacy_included)
-    eligible = checkins.filter(pl.col("deleted_at").is_null() & pl.col("privacy").is_in(included))
+    eligible = (
+        checkins.select("user_id", "created_at", "id", "tags", "deleted_at", "privacy")
+        .with_row_index("source_row")
+        .filter(pl.col("deleted_at").is_null() & pl.col("privacy").is_in(included))
+        .drop("deleted_at", "privacy")
+    )
     ordered = eligible.sort(ITEM_ORDER, descending=ITEM_ORDER_DESCENDING).with_row_index("row_nr")
     return ordered.with_columns(rank=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id"))
 
@@ -111,11 +124,15 @@ def _interest_item_rows(tag_rows: pl.DataFrame, qualifying: pl.DataFrame, params
     )
 
 
-def _attach_widgets(item_rows: pl.DataFrame, eligible: pl.DataFrame, tag_rows: pl.DataFrame) -> pl.DataFrame:
+def _attach_widgets(
+    item_rows: pl.DataFrame, eligible: pl.DataFrame, checkins: pl.DataFrame, tag_rows: pl.DataFrame
+) -> pl.DataFrame:
     """Rule 6: each item's check-in id, time, widget type and metadata, computed once per check-in."""
     tag_lists = tag_rows.group_by("row_nr").agg(normalized_tags=pl.col("tag"))
+    shown_keys = eligible.join(item_rows.select("row_nr").unique(), on="row_nr", how="semi")
+    display = checkins.select(DISPLAY_COLUMNS).gather(shown_keys["source_row"])
     shown = (
-        eligible.join(item_rows.select("row_nr").unique(), on="row_nr", how="semi")
+        pl.concat([shown_keys.select("row_nr", "id", "created_at"), display], how="horizontal")
         .join(tag_lists, on="row_nr", how="left")
         .with_columns(pl.col("normalized_tags").fill_null(pl.lit([], dtype=pl.List(pl.String))))
         .select(

@@ -19,9 +19,10 @@ from functools import cache
 import polars as pl
 
 MAX_TAG_CHARS = 100
-# Letters with case live in the Basic and Supplementary Multilingual Planes; the planes above
-# hold ideographs, tags and private use, which no Unicode version gives a case mapping.
-CASED_PLANES_END = 0x20000
+# Letters with case and case-ignorable marks live in the Basic and Supplementary
+# Multilingual Planes and in the tag/variation-selector block of plane 14; the other planes
+# hold ideographs, nothing, or private use, which no Unicode version gives case properties.
+_CASE_RELEVANT_CODES = (*range(0x20000), *range(0xE0000, 0xE1000))
 
 
 @cache
@@ -32,12 +33,22 @@ def python_whitespace() -> str:
 
 @cache
 def lowercase_exceptions() -> tuple[str, ...]:
-    """Code points whose lower-casing in Polars differs from this interpreter's `str.lower`."""
-    chars = [chr(code) for code in range(CASED_PLANES_END) if not 0xD800 <= code < 0xE000]
-    as_series = pl.Series(chars, dtype=pl.String)
-    polars_lower = as_series.str.to_lowercase()
-    python_lower = pl.Series([char.lower() for char in chars], dtype=pl.String)
-    return tuple(as_series.filter(polars_lower != python_lower).to_list())
+    """Code points for which Polars' lower-casing can differ from this interpreter's `str.lower`.
+
+    Besides a code point's own mapping, its case properties matter: Σ becomes ς or σ
+    depending on whether cased letters surround it, skipping case-ignorable marks, so a
+    code point whose cased/case-ignorable status differs between the two Unicode tables
+    changes its neighbours' result. Each context below probes one of those effects.
+    """
+    chars = [chr(code) for code in _CASE_RELEVANT_CODES if not 0xD800 <= code < 0xE000]
+    candidates = pl.Series(chars, dtype=pl.String)
+    differs = pl.Series([False] * len(chars))
+    for context in ("{}", "A{}Σ", "{}Σ", "AΣ{}", "AΣ{}A"):
+        probes = [context.format(char) for char in chars]
+        polars_lower = pl.Series(probes, dtype=pl.String).str.to_lowercase()
+        python_lower = pl.Series([probe.lower() for probe in probes], dtype=pl.String)
+        differs = differs | (polars_lower != python_lower)
+    return tuple(candidates.filter(differs).to_list())
 
 
 def normalize_tag_values(raw_tags: pl.Series) -> pl.Series:
