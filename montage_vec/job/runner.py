@@ -18,7 +18,7 @@ from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
-from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError
+from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, SchemaNotMigratedError
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
@@ -79,8 +79,28 @@ class _Run:
         self._control_lock = threading.Lock()
 
     def execute(self, session: StoreSession, checkin_source: CheckinSource | None) -> RunSummary:
+        """Plan, process and finish the run; every failure is recorded and reported to observers."""
         summary = self.summary
-        session.ensure_migrated()
+        try:
+            session.ensure_migrated()
+            self._plan_and_process(session, checkin_source)
+        except BaseException as exc:
+            summary.status = getattr(exc, "status", "failed")
+            summary.finished_at = utc_now()
+            if not isinstance(exc, SchemaNotMigratedError):  # nowhere to record it
+                self._record(session, message=redact(f"{type(exc).__name__}: {exc}"))
+            self.observers.run_finished(summary)
+            if isinstance(exc, MontageVecError):
+                exc.run_summary = summary.fields()
+            raise
+        summary.status = "completed"
+        summary.finished_at = utc_now()
+        self._record(session)
+        self.observers.run_finished(summary)
+        return summary
+
+    def _plan_and_process(self, session: StoreSession, checkin_source: CheckinSource | None) -> None:
+        summary = self.summary
         planning_source = checkin_source or session
         data_time = planning_source.latest_data_time(not_after=summary.started_at)
         summary.watermark_from = session.read_watermark(self.shard.key)
@@ -101,26 +121,23 @@ class _Run:
             shard=self.shard.key,
             dry_run=self.options.dry_run,
         )
-        try:
-            self._process_all(users, checkin_source)
-            self._raise_if_stopped(len(users))
-            if plan.mode != "users" and not self.options.dry_run and data_time is not None:
-                previous = summary.watermark_from
-                summary.watermark_to = max(data_time, previous) if previous else data_time
-                session.save_watermark(self.shard.key, summary.watermark_to, summary.job_id)
-        except BaseException as exc:
-            summary.status = getattr(exc, "status", "failed")
-            summary.finished_at = utc_now()
-            self._record(session, message=redact(f"{type(exc).__name__}: {exc}"))
-            self.observers.run_finished(summary)
-            if isinstance(exc, MontageVecError):
-                exc.run_summary = summary.fields()
-            raise
-        summary.status = "completed"
-        summary.finished_at = utc_now()
-        self._record(session)
-        self.observers.run_finished(summary)
-        return summary
+        total_chunks = self._process_all(users, checkin_source)
+        if summary.chunks < total_chunks:
+            self._raise_stopped(len(users))
+        if plan.mode != "users" and not self.options.dry_run and data_time is not None:
+            previous = summary.watermark_from
+            summary.watermark_to = max(data_time, previous) if previous else data_time
+            session.save_watermark(self.shard.key, summary.watermark_to, summary.job_id)
+
+    def _raise_stopped(self, candidates: int) -> None:
+        """Some chunks never ran because a stop was requested."""
+        status = self.control.reason or "interrupted"
+        raise RunInterrupted(
+            f"run {self.summary.job_id} stopped ({status}) after {self.summary.totals.users} of {candidates} "
+            "users; committed chunks stay, the watermark did not move",
+            status=status,
+            exit_code=self.control.exit_code,
+        )
 
     def _ensure_lock_held(self) -> None:
         """Stop the run when its lock is gone (e.g. the control connection died): another run may own it."""
@@ -155,18 +172,8 @@ class _Run:
         except Exception as exc:
             self.log.error("could not record the run in the run log", error=redact(str(exc)))
 
-    def _raise_if_stopped(self, candidates: int) -> None:
-        if not self.control.stopping:
-            return
-        status = self.control.reason or "interrupted"
-        raise RunInterrupted(
-            f"run {self.summary.job_id} stopped ({status}) after {self.summary.totals.users} of {candidates} "
-            "users; committed chunks stay, the watermark did not move",
-            status=status,
-            exit_code=self.control.exit_code,
-        )
-
-    def _process_all(self, users: pl.Series, checkin_source: CheckinSource | None) -> None:
+    def _process_all(self, users: pl.Series, checkin_source: CheckinSource | None) -> int:
+        """Process every chunk (skipping those not started before a stop); return the chunk count."""
         sessions = ThreadSessions(self.store)
         context = ChunkContext(
             job_id=self.summary.job_id,
@@ -205,6 +212,7 @@ class _Run:
                     raise failure
         finally:
             sessions.close_all()
+        return len(futures)
 
     def _process_with_retries(
         self, sessions: ThreadSessions, checkin_source: CheckinSource | None, users: pl.Series, context: ChunkContext

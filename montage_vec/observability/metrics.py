@@ -7,7 +7,11 @@ shard only, so each push replaces the previous run's values instead of piling up
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, push_to_gateway
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, pushadd_to_gateway
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from montage_vec.config.secrets import redact
 from montage_vec.errors import ServiceError
@@ -15,6 +19,7 @@ from montage_vec.job.chunks import ChunkResult
 from montage_vec.job.summary import RunSummary
 
 PUSH_JOB = "montage_batch"
+LAST_SUCCESS = "montage_batch_last_success_timestamp_seconds"
 CHUNK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -22,7 +27,7 @@ class JobMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.last_success = Gauge(
-            "montage_batch_last_success_timestamp_seconds",
+            LAST_SUCCESS,
             "Unix time the last run completed successfully.",
             registry=self.registry,
         )
@@ -83,11 +88,27 @@ class JobMetrics:
         """The registry in Prometheus text format, for /metrics."""
         return generate_latest(self.registry)
 
-    def push(self, gateway_url: str, shard: str, timeout: float = 10.0) -> None:
-        """Replace this job and shard's group on the Pushgateway with the current values."""
+    def push(self, gateway_url: str, shard: str, succeeded: bool, timeout: float = 10.0) -> None:
+        """Update this job and shard's group on the Pushgateway with the current values.
+
+        The push replaces metrics by name (POST), so after a failed run, which does not
+        send the last-success gauge, the gateway keeps the previous run's success time.
+        """
+        pushed = self.registry if succeeded else _Without(self.registry, LAST_SUCCESS)
         try:
-            push_to_gateway(
-                gateway_url, job=PUSH_JOB, registry=self.registry, grouping_key={"shard": shard}, timeout=timeout
+            pushadd_to_gateway(
+                gateway_url, job=PUSH_JOB, registry=pushed, grouping_key={"shard": shard}, timeout=timeout
             )
         except OSError as exc:  # urllib errors: a metrics outage must not fail the run
             raise ServiceError(redact(f"pushing metrics to the Pushgateway failed: {exc}")) from None
+
+
+class _Without(Collector):
+    """A registry's metrics minus one family, for pushes that must leave that family alone."""
+
+    def __init__(self, registry: CollectorRegistry, excluded: str) -> None:
+        self._registry = registry
+        self._excluded = excluded
+
+    def collect(self) -> Iterable[Metric]:
+        return [family for family in self._registry.collect() if family.name != self._excluded]

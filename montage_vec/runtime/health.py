@@ -46,7 +46,7 @@ def run_health_checks(settings_loader: Callable[[], Settings] = load_settings) -
 def _database_checks(settings: Settings) -> list[CheckResult]:
     target = settings.database()
     try:
-        with open_store(target) as store:
+        with open_store(target, read_only=True) as store:
             session = store.session()
             try:
                 session.ping()

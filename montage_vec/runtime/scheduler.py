@@ -26,10 +26,17 @@ from montage_vec.stores import open_store
 
 
 def next_run_time(settings: Settings, after: datetime) -> datetime:
-    """The next slot of MONTAGE_SCHEDULE in MONTAGE_SCHEDULE_TZ, strictly after `after`."""
-    local = after.astimezone(ZoneInfo(settings.montage_schedule_tz))
-    upcoming: datetime = croniter(settings.montage_schedule, local).get_next(datetime)
-    return upcoming
+    """The next slot of MONTAGE_SCHEDULE in MONTAGE_SCHEDULE_TZ, strictly after `after`.
+
+    Slots are walked in local wall-clock time, like cron: a wall time that occurs twice
+    when clocks go back runs once (its first occurrence, fold=0).
+    """
+    zone = ZoneInfo(settings.montage_schedule_tz)
+    slots = croniter(settings.montage_schedule, after.astimezone(zone).replace(tzinfo=None))
+    while True:
+        upcoming: datetime = slots.get_next(datetime).replace(tzinfo=zone)
+        if upcoming > after:
+            return upcoming
 
 
 def run_scheduler(settings: Settings, daemon: RunControl) -> None:

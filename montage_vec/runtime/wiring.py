@@ -50,18 +50,21 @@ def run_once(
     """One run with everything the settings enable: timeout, observers, metrics push."""
     owned_store = store is None
     active_store = store or open_store(settings.database())
+    succeeded = False
     try:
         with collaborators(settings, metrics) as wired, control.deadline(settings.batch_processing_timeout):
-            return run_job(active_store, settings, options, control, wired.observers, wired.checkin_source)
+            summary = run_job(active_store, settings, options, control, wired.observers, wired.checkin_source)
+        succeeded = True
+        return summary
     finally:
         if owned_store:
             active_store.close()
         if settings.pushgateway_url:
-            _push_metrics(settings, metrics)
+            _push_metrics(settings, metrics, succeeded)
 
 
-def _push_metrics(settings: Settings, metrics: JobMetrics) -> None:
+def _push_metrics(settings: Settings, metrics: JobMetrics, succeeded: bool) -> None:
     try:
-        metrics.push(str(settings.pushgateway_url), settings.montage_shard)
+        metrics.push(str(settings.pushgateway_url), settings.montage_shard, succeeded)
     except MontageVecError as exc:
         logger.error("metrics push failed; the run's outcome stands", error=str(exc))
