@@ -71,6 +71,12 @@ class RunFailed(MontageVecError):
 
 
 class ServiceError(MontageVecError):
-    """An external HTTP service (user service, check-in service) failed or answered badly."""
+    """An external HTTP service (user service, check-in service) could not be reached or failed."""
 
     transient = True
+
+
+class ServiceResponseError(ServiceError):
+    """A service answered, but not in the documented shape or with a final 4xx: retrying cannot help."""
+
+    transient = False

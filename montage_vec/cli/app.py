@@ -31,7 +31,9 @@ EXIT_UNEXPECTED = 1
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     """Load settings once per command, with CLI overrides, and set up logging from them."""
     settings = load_settings(**overrides)
-    configure_logging(settings.log_level, human=settings.environment == "development")
+    # DEBUG=true means debug output, whatever LOG_LEVEL says.
+    level = "debug" if settings.debug else settings.log_level
+    configure_logging(level, human=settings.environment == "development")
     if settings.debug:
         logger.debug("effective configuration", configuration=settings.effective())
     ctx.obj = settings

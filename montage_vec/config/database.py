@@ -68,7 +68,8 @@ def _postgres_uri(settings: Settings, host: str) -> str:
             "application_name": "montage-vec",
         }
     )
-    return f"postgresql://{credentials}@{host}:{settings.db_port}/{quote(settings.db_name, safe='')}?{query}"
+    host_port = host if ":" in host else f"{host}:{settings.db_port}"  # DB_READ_HOST may carry its own port
+    return f"postgresql://{credentials}@{host_port}/{quote(settings.db_name, safe='')}?{query}"
 
 
 def _read_replica_uri(settings: Settings, primary_url: str | None = None) -> str | None:

@@ -27,6 +27,8 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
 def format_duration(span: timedelta) -> str:
     """Go-style text for logs, e.g. `5m30.2s`."""
     total = span.total_seconds()
+    if total >= 60:
+        total = round(total, 1)  # round before splitting, so 119.97 s reads 2m0s, never 1m60s
     hours, rest = divmod(total, 3600)
     minutes, seconds = divmod(rest, 60)
     text = f"{seconds:.3g}s" if total < 60 else f"{seconds:.1f}s".replace(".0s", "s")

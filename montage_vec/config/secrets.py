@@ -12,7 +12,7 @@ import threading
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<prefix>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<password>[^@\s/]*)(?=@)", re.I)
-_KEYWORD_PASSWORD = re.compile(r"(?P<prefix>\bpassword\s*=\s*)(?P<password>'[^']*'|\S+)", re.I)
+_KEYWORD_PASSWORD = re.compile(r"(?P<prefix>\bpassword\s*=\s*)(?P<password>'[^']*'|[^\s&]+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<prefix>[?&]password=)(?P<password>[^&\s]+)", re.I)
 
 _known_secrets: set[str] = set()

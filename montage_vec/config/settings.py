@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     db_sslmode: SslMode = "prefer"
     db_connect_timeout: Duration = timedelta(seconds=10)
     db_read_host: str | None = None
-    db_max_open_conns: int | None = Field(default=None, ge=1)
+    # A run needs its control connection plus at least one chunk worker.
+    db_max_open_conns: int | None = Field(default=None, ge=2)
     db_max_idle_conns: int | None = Field(default=None, ge=0)
 
     # The montage contract.
@@ -115,6 +116,12 @@ class Settings(BaseSettings):
         if count < 1 or not 0 <= index < count:
             raise ValueError("must be INDEX/COUNT with 0 <= INDEX < COUNT")
         return value
+
+    @field_validator("checkin_service_api_key", "user_service_api_key", mode="before")
+    @classmethod
+    def _strip_api_key(cls, value: Any) -> Any:
+        # Keys pasted into Secrets often end in a newline, which no HTTP header may carry.
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("montage_schedule")
     @classmethod
@@ -167,7 +174,7 @@ class Settings(BaseSettings):
         budget = self.max_concurrent_generations + 1
         if self.db_max_open_conns is not None:
             budget = min(budget, self.db_max_open_conns)
-        return max(budget, 2)
+        return budget
 
     def chunk_workers(self) -> int:
         """Chunks in flight: bounded by concurrency and by the connections left after the lock's."""
@@ -186,7 +193,9 @@ def load_settings(**overrides: Any) -> Settings:
         if secret is not None:
             register_secret(secret.get_secret_value())
     if settings.database_url is not None:
-        register_secret(urlsplit(settings.database_url.get_secret_value()).password)
+        url_password = urlsplit(settings.database_url.get_secret_value()).password
+        register_secret(url_password)
+        register_secret(unquote(url_password) if url_password else None)
     return settings
 
 

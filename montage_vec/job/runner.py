@@ -101,15 +101,15 @@ class _Run:
 
     def _plan_and_process(self, session: StoreSession, checkin_source: CheckinSource | None) -> None:
         summary = self.summary
-        planning_source = checkin_source or session
-        data_time = planning_source.latest_data_time(not_after=summary.started_at)
         summary.watermark_from = session.read_watermark(self.shard.key)
         plan = plan_candidates(self.options, summary.as_of, summary.watermark_from, self.settings.watermark_overlap)
         summary.mode = plan.mode
+        self._record(session)  # the run exists (and its started event) before anything can fail
+        self.observers.run_started(summary)
+        planning_source = checkin_source or session
+        data_time = planning_source.latest_data_time(not_after=summary.started_at)
         users = find_candidates(plan, planning_source, session, self.shard)
         summary.candidates = len(users)
-        self._record(session)
-        self.observers.run_started(summary)
         self.log.info(
             "Batch job started",
             mode=plan.mode,

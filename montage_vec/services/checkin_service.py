@@ -24,7 +24,7 @@ import polars as pl
 
 from montage_vec.config import Settings
 from montage_vec.engine.schema import CHECKIN_SCHEMA
-from montage_vec.errors import ServiceError
+from montage_vec.errors import ConfigError, ServiceResponseError
 from montage_vec.services.http import ServiceClient
 
 TEXT_CHECKIN_SCHEMA: dict[str, pl.DataType] = {
@@ -42,7 +42,7 @@ class CheckinService:
     @classmethod
     def from_settings(cls, settings: Settings) -> CheckinService:
         if not settings.checkin_service_url:
-            raise ServiceError("CHECKIN_SERVICE_URL is not set")
+            raise ConfigError("CHECKIN_SERVICE_URL is not set")
         api_key = settings.checkin_service_api_key.get_secret_value() if settings.checkin_service_api_key else None
         client = ServiceClient(
             "check-in service", settings.checkin_service_url, api_key, settings.checkin_service_timeout, retries=3
@@ -68,6 +68,8 @@ class CheckinService:
             for rows in self._pages("POST", "/internal/checkins/query", "checkins", body)
         ]
         text = pl.concat(frames) if frames else pl.DataFrame(schema=TEXT_CHECKIN_SCHEMA)
+        # Only the users asked for: rows of anyone else must not get montages written.
+        text = text.filter(pl.col("user_id").is_in(user_ids.implode()))
         return text.with_columns(
             pl.col(name).str.to_datetime(time_zone="UTC", time_unit="us")
             for name, dtype in CHECKIN_SCHEMA.items()
@@ -86,7 +88,7 @@ class CheckinService:
             body = self._json(method, path, params=page) if method == "GET" else self._json(method, path, json=page)
             items = body.get(key)
             if not isinstance(items, list):
-                raise ServiceError(f"check-in service {path}: answer lacks a {key!r} list")
+                raise ServiceResponseError(f"check-in service {path}: answer lacks a {key!r} list")
             yield items
             cursor = body.get("next_cursor")
             if not cursor:
@@ -97,9 +99,9 @@ class CheckinService:
         try:
             body = response.json()
         except ValueError:
-            raise ServiceError(f"check-in service {path}: answer is not JSON") from None
+            raise ServiceResponseError(f"check-in service {path}: answer is not JSON") from None
         if not isinstance(body, dict):
-            raise ServiceError(f"check-in service {path}: answer is not a JSON object")
+            raise ServiceResponseError(f"check-in service {path}: answer is not a JSON object")
         return body
 
 

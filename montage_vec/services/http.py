@@ -10,7 +10,7 @@ import httpx
 from loguru import logger
 
 from montage_vec.config.secrets import redact
-from montage_vec.errors import ServiceError
+from montage_vec.errors import ServiceError, ServiceResponseError
 
 API_KEY_HEADER = "X-API-Key"
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -42,7 +42,7 @@ class ServiceClient:
                     return response
                 problem = f"HTTP {response.status_code}"
                 if response.status_code not in RETRYABLE_STATUS:
-                    break
+                    raise ServiceResponseError(redact(f"{self.name} {method} {path} refused: {problem}"))
             if attempt <= self.retries:
                 backoff = min(10.0, 0.2 * 2 ** (attempt - 1))
                 logger.debug("service call failed; retrying", service=self.name, attempt=attempt, error=redact(problem))

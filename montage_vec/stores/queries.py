@@ -43,10 +43,11 @@ ON CONFLICT ("job_id") DO UPDATE SET
     {", ".join(f'"{c}" = excluded."{c}"' for c in RUN_COLUMNS[5:])}
 """  # noqa: S608 - built from the constant column list above
 
-# $1 type, $2 job_id, $3 occurred_at, $4 payload (JSON text). {json}: the backend's JSON type.
+# $1 type, $2 job_id (also the aggregate), $3 occurred_at, $4 payload (JSON text).
+# {json}: the backend's JSON type. Ids follow the one formula md5(type/aggregate/job_id).
 RECORD_JOB_EVENT = """
 INSERT INTO "montage_events" ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
-VALUES (md5($1 || '/' || $2)::UUID, $1, $2, $2, $3, $4::{json})
+VALUES (md5($1 || '/' || $2 || '/' || $2)::UUID, $1, $2, $2, $3, $4::{json})
 ON CONFLICT ("id") DO NOTHING
 """
 

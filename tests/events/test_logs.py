@@ -1,0 +1,279 @@
+"""What a run prints: one JSON object per line correlated by job_id, the final summary line,
+log levels, the development format, and secrets that never leak anywhere."""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from montage_vec.config import load_settings
+from montage_vec.errors import MontageVecError
+from montage_vec.job.control import RunControl
+from montage_vec.job.plan import RunOptions
+from montage_vec.observability.metrics import JobMetrics
+from montage_vec.runtime.wiring import run_once as wiring_run_once
+from tests.events._outbox import AS_OF, RUNS_QUERY, events, run_once
+from tests.helpers import checkin, days, load_checkins, new_id, query
+from tests.services._servers import FakeService, Reply, closed_port_url
+
+SUMMARY_FIELDS = ("job_id", "duration", "processed", "successful", "errors", "general_montages", "interest_montages")
+RUN_MESSAGES = ("Batch job started", "chunk committed", "Batch job completed")
+SECRET_VARIABLES = ("DB_PASSWORD", "USER_SERVICE_API_KEY", "CHECKIN_SERVICE_API_KEY")
+
+
+def some_checkins(url: str, users: int = 3) -> list[dict[str, Any]]:
+    rows = [
+        checkin(user, AS_OF - days(i + 1), tags=["Coffee"], text_content=f"cup {i}")
+        for user in (new_id() for _ in range(users))
+        for i in range(3)
+    ]
+    load_checkins(url, rows)
+    return rows
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    """Every stdout line parsed as JSON; fails on the first line that is not a JSON object."""
+    parsed = []
+    for line in stdout.splitlines():
+        entry = json.loads(line)
+        assert isinstance(entry, dict), line
+        parsed.append(entry)
+    return parsed
+
+
+# -- structure ------------------------------------------------------------------------------------
+
+
+def test_every_line_is_json_and_run_lines_share_the_job_id(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=3)
+    result = run_once(run_cli, duckdb_url, env={"MONTAGE_BATCH_SIZE": "1"})
+    lines = json_lines(result.stdout)
+    assert lines, result.stderr
+    for entry in lines:
+        assert {"timestamp", "level", "message"} <= entry.keys(), entry
+        assert entry["level"] in ("debug", "info", "warn", "error")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["timestamp"]), entry
+        datetime.fromisoformat(entry["timestamp"])
+    run_lines = [entry for entry in lines if entry["message"] in RUN_MESSAGES]
+    assert [entry["message"] for entry in run_lines].count("chunk committed") == 3
+    job_ids = {entry.get("job_id") for entry in run_lines} | {entry["job_id"] for entry in lines if "job_id" in entry}
+    assert len(job_ids) == 1
+    (job_id,) = job_ids
+    assert re.fullmatch(r"batch_\d+_[0-9a-f]{6}", job_id)
+
+    last = lines[-1]
+    assert last["message"] == "Batch job completed"
+    assert last["level"] == "info"
+    for name in SUMMARY_FIELDS:
+        assert name in last, name
+    assert (last["processed"], last["successful"], last["errors"]) == (3, 3, 0)
+    assert (last["general_montages"], last["interest_montages"]) == (3, 3)
+    assert isinstance(last["duration"], str) and last["duration"].endswith("s")
+    assert result.stderr == ""
+
+
+def test_log_level_error_suppresses_info_lines(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=1)
+    result = run_once(run_cli, duckdb_url, env={"LOG_LEVEL": "error"})
+    assert all(entry["level"] == "error" for entry in json_lines(result.stdout)), result.stdout
+    assert "Batch job completed" not in result.stdout
+    # ...but a failure still says so.
+    failed = run_cli("once", env={"DATABASE_URL": duckdb_url, "LOG_LEVEL": "error", "BATCH_PROCESSING_TIMEOUT": "1ms"})
+    assert failed.exit_code == 124
+    assert [entry["message"] for entry in json_lines(failed.stdout)] == ["Batch job failed"]
+
+
+def test_failed_run_line_carries_the_job_id_and_summary(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=1)
+    failed = run_cli("once", env={"DATABASE_URL": duckdb_url, "BATCH_PROCESSING_TIMEOUT": "1ms"})
+    assert failed.exit_code == 124
+    line = failed.log("Batch job failed")
+    assert line["level"] == "error"
+    assert line["status"] == "timeout"
+    assert line["job_id"] == failed.log("Batch job started")["job_id"]
+    for name in SUMMARY_FIELDS:  # "the same fields" as a completed run's last line
+        assert name in line, name
+    assert json_lines(failed.stdout)[-1]["message"] == "Batch job failed"
+    assert "timeout" in failed.stderr
+
+
+def debug_env(url: str) -> dict[str, str]:
+    return {"DATABASE_URL": url, "DEBUG": "true", "MONTAGE_BATCH_SIZE": "123"}
+
+
+def assert_effective_configuration(result: Any) -> None:
+    line = result.log("effective configuration")
+    assert line["level"] == "debug"
+    configuration = line["configuration"]
+    assert configuration["montage_batch_size"] == 123
+    assert configuration["debug"] is True
+    assert configuration["database_url"] == "***"
+
+
+def test_debug_with_debug_level_logs_the_effective_configuration(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=1)
+    result = run_once(run_cli, duckdb_url, env={**debug_env(duckdb_url), "LOG_LEVEL": "debug"})
+    assert_effective_configuration(result)
+
+
+def test_debug_true_logs_the_effective_configuration(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=1)
+    assert_effective_configuration(run_once(run_cli, duckdb_url, env=debug_env(duckdb_url)))
+
+
+def test_development_environment_prints_human_lines(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=1)
+    result = run_once(run_cli, duckdb_url, env={"ENVIRONMENT": "development"})
+    lines = result.stdout.splitlines()
+    assert lines
+    for line in lines:
+        assert not line.startswith("{"), line
+        assert re.match(r"\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR)\s", line), line
+    completed = [line for line in lines if "Batch job completed" in line]
+    assert len(completed) == 1
+    assert re.search(r"job_id=batch_\d+_[0-9a-f]{6}", completed[0])
+    assert "processed=1" in completed[0]
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+
+def distinctive() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {name: f"{name.lower().replace('_', '-')}-{tag}-Zq9" for name in SECRET_VARIABLES}
+
+
+def assert_nowhere(secrets: list[str], *texts: str) -> None:
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text, f"secret {secret!r} leaked into:\n{text}"
+
+
+def with_password(url: str, password: str) -> str:
+    return url.replace("postgresql://root@", f"postgresql://root:{password}@")
+
+
+def run_log_messages(url: str) -> str:
+    return "\n".join(str(row["message"]) for row in query(url, RUNS_QUERY).to_dicts())
+
+
+@pytest.mark.parametrize("where", ["refused", "no such database"])
+def test_failing_connection_leaks_no_secret(run_cli, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    secrets = distinctive()
+    url_password = f"url-pw-{uuid.uuid4().hex[:8]}"
+    target = "127.0.0.1:1/montages" if where == "refused" else f"127.0.0.1:5432/missing_{uuid.uuid4().hex[:8]}"
+    env = {**secrets, "DATABASE_URL": f"postgresql://root:{url_password}@{target}"}
+    all_secrets = [*secrets.values(), url_password]
+
+    result = run_cli("once", env=env)
+    assert result.exit_code != 0
+    assert "database" in result.stderr
+    assert_nowhere(all_secrets, result.stdout, result.stderr)
+
+    # The exception itself, as an embedding caller would see it.
+    settings = load_settings()
+    with pytest.raises(MontageVecError) as failure:
+        wiring_run_once(settings, RunOptions(), RunControl(), JobMetrics())
+    shown = "".join(traceback.format_exception(failure.value))
+    assert_nowhere(all_secrets, str(failure.value), repr(failure.value), shown)
+
+
+def test_failing_connection_with_db_parts_leaks_no_secret(run_cli) -> None:
+    secrets = distinctive()
+    env = {**secrets, "DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_USER": "root", "DB_CONNECT_TIMEOUT": "2s"}
+    result = run_cli("once", env=env)
+    assert result.exit_code != 0
+    assert_nowhere(list(secrets.values()), result.stdout, result.stderr)
+
+
+@pytest.mark.postgres
+def test_debug_run_leaks_no_secret(postgres_url: str, run_cli) -> None:
+    """DEBUG=true at debug level, with every secret set and an inline password (trust auth ignores it)."""
+    secrets = distinctive()
+    url_password = f"url-pw-{uuid.uuid4().hex[:8]}"
+    some_checkins(postgres_url, users=2)
+    with FakeService(lambda request: Reply.of({})) as users_service:
+        env = {
+            **secrets,
+            "DATABASE_URL": with_password(postgres_url, url_password),
+            "DEBUG": "true",
+            "LOG_LEVEL": "debug",
+            "USER_SERVICE_URL": users_service.url,
+        }
+        result = run_cli("once", "--as-of", AS_OF.isoformat(), env=env)
+        assert result.exit_code == 0, result.stdout + result.stderr
+        # The service did get the key: it was in play, just never printed.
+        assert users_service.requests[0].headers["x-api-key"] == secrets["USER_SERVICE_API_KEY"]
+    configuration = result.log("effective configuration")["configuration"]
+    for name in (*SECRET_VARIABLES, "DATABASE_URL"):
+        assert configuration[name.lower()] == "***"
+    stored = json.dumps(events(postgres_url), default=str) + run_log_messages(postgres_url)
+    assert_nowhere([*secrets.values(), url_password], result.stdout, result.stderr, stored)
+
+
+def test_user_service_failure_leaks_no_secret(duckdb_url: str, run_cli) -> None:
+    """The service answers 500 and echoes the key back in its body and a header."""
+    secrets = distinctive()
+    key = secrets["USER_SERVICE_API_KEY"]
+
+    def echo_key(request: Any) -> Reply:
+        return Reply(500, f"bad key {request.headers.get('x-api-key')}".encode(), "text/plain")
+
+    some_checkins(duckdb_url, users=2)
+    with FakeService(echo_key) as users_service:
+        env = {**secrets, "USER_SERVICE_URL": users_service.url, "USER_SERVICE_RETRIES": "1", "LOG_LEVEL": "debug"}
+        result = run_once(run_cli, duckdb_url, env=env)
+        assert len(users_service.requests) == 2
+    assert any("cache invalidation" in entry["message"] for entry in result.logs if entry["level"] == "error")
+    stored = json.dumps(events(duckdb_url), default=str) + run_log_messages(duckdb_url)
+    assert_nowhere([*secrets.values(), key], result.stdout, result.stderr, stored)
+
+
+def test_failed_run_log_row_leaks_no_secret(duckdb_url: str, run_cli) -> None:
+    """A run that fails mid-way (check-in query unavailable) records why, without secrets."""
+    secrets = distinctive()
+    rows = some_checkins(duckdb_url, users=1)
+    user = rows[0]["user_id"]
+
+    def half_broken(request: Any) -> Reply:
+        if request.path.endswith("/latest-update"):
+            return Reply.of({"max_updated_at": AS_OF.isoformat()})
+        if request.path.endswith("/users"):
+            return Reply.of({"user_ids": [user], "next_cursor": None})
+        return Reply(503, f"down, key {request.headers.get('x-api-key')}".encode(), "text/plain")
+
+    with FakeService(half_broken) as checkins:
+        env = {**secrets, "CHECKIN_SOURCE": "http", "CHECKIN_SERVICE_URL": checkins.url, "CHUNK_RETRY_ATTEMPTS": "0"}
+        result = run_cli("once", env={"DATABASE_URL": duckdb_url, **env})
+    assert result.exit_code == 1
+    messages = run_log_messages(duckdb_url)
+    assert "check-in service" in messages
+    assert_nowhere(list(secrets.values()), result.stdout, result.stderr, messages)
+
+
+def test_checkin_service_down_leaks_no_secret(duckdb_url: str, run_cli) -> None:
+    secrets = distinctive()
+    load_checkins(duckdb_url, [])
+    env = {**secrets, "DATABASE_URL": duckdb_url, "CHECKIN_SOURCE": "http", "CHECKIN_SERVICE_URL": closed_port_url()}
+    result = run_cli("once", env=env)
+    assert result.exit_code == 1
+    assert_nowhere(list(secrets.values()), result.stdout, result.stderr)
+
+
+def test_api_key_with_a_trailing_newline_never_leaks(duckdb_url: str, run_cli) -> None:
+    visible = f"newline-key-{uuid.uuid4().hex[:8]}"
+    some_checkins(duckdb_url, users=1)
+    with FakeService(lambda request: Reply.of({})) as users_service:
+        env = {
+            "USER_SERVICE_URL": users_service.url,
+            "USER_SERVICE_API_KEY": visible + "\n",
+            "USER_SERVICE_RETRIES": "0",
+        }
+        result = run_once(run_cli, duckdb_url, env=env)
+    assert_nowhere([visible], result.stdout, result.stderr)
