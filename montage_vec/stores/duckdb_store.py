@@ -27,9 +27,10 @@ from montage_vec.errors import (
     TransientStoreError,
 )
 from montage_vec.stores import queries
-from montage_vec.stores.base import ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.base import ChunkWrite, RunRecord, Store, WriteOutcome
 from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
 from montage_vec.stores.migrations import migration_files, split_statements
+from montage_vec.stores.sql_session import SqlStoreSession
 
 BACKEND = "duckdb"
 JSON_TYPE = "JSON"
@@ -61,7 +62,7 @@ class DuckDBStore(Store):
         self._database.close()
 
 
-class DuckDBSession(StoreSession):
+class DuckDBSession(SqlStoreSession):
     def __init__(self, cursor: duckdb.DuckDBPyConnection, write_lock: threading.Lock) -> None:
         self._cursor = cursor
         self._write_lock = write_lock
@@ -100,18 +101,6 @@ class DuckDBSession(StoreSession):
     def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
         with self._write_lock:
             self._execute(queries.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(watermark.tzinfo)])
-
-    def changed_users(self, since: datetime) -> pl.Series:
-        return self._users(queries.CHANGED_USERS.format(since=queries.timestamp_literal(since)))
-
-    def all_users(self) -> pl.Series:
-        return self._users(queries.CHECKIN_USERS)
-
-    def revisit_users(self, as_of: datetime) -> pl.Series:
-        return self._users(queries.REVISIT_USERS.format(as_of=queries.timestamp_literal(as_of)))
-
-    def montage_users(self) -> pl.Series:
-        return self._users(queries.MONTAGE_USERS)
 
     def _users(self, sql: str) -> pl.Series:
         users: pl.Series = self._cursor.sql(sql).pl()["user_id"]

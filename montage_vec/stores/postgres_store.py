@@ -20,11 +20,12 @@ import polars as pl
 from montage_vec.engine.schema import CHECKIN_SCHEMA
 from montage_vec.errors import SchemaNotMigratedError, StoreError
 from montage_vec.stores import queries
-from montage_vec.stores.base import ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.base import ChunkWrite, RunRecord, Store, WriteOutcome
 from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
 from montage_vec.stores.migrations import migration_files, split_statements
 from montage_vec.stores.pg_errors import classify, connect
 from montage_vec.stores.pg_ids import uuid_array_literal
+from montage_vec.stores.sql_session import SqlStoreSession
 
 BACKEND = "postgresql"
 JSON_TYPE = "jsonb"
@@ -72,7 +73,7 @@ class PostgresStore(Store):
         """Sessions own their connections; the store holds none."""
 
 
-class PostgresSession(StoreSession):
+class PostgresSession(SqlStoreSession):
     def __init__(self, uri: str, read_uri: str | None) -> None:
         self._connection = connect(uri)
         self._read_uri = read_uri
@@ -138,18 +139,6 @@ class PostgresSession(StoreSession):
             self._execute(queries.RECORD_FAILURES, [job_id, failed_at])
 
     # -- the job's data path ----------------------------------------------
-
-    def changed_users(self, since: datetime) -> pl.Series:
-        return self._users(queries.CHANGED_USERS.format(since=queries.timestamp_literal(since)))
-
-    def all_users(self) -> pl.Series:
-        return self._users(queries.CHECKIN_USERS)
-
-    def revisit_users(self, as_of: datetime) -> pl.Series:
-        return self._users(queries.REVISIT_USERS.format(as_of=queries.timestamp_literal(as_of)))
-
-    def montage_users(self) -> pl.Series:
-        return self._users(queries.MONTAGE_USERS)
 
     def _users(self, sql: str) -> pl.Series:
         with self._transaction():
