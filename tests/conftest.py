@@ -13,16 +13,13 @@ from typing import Any
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
+from montage_vec.config import Settings
+
 PG_ADMIN_URL = os.environ.get("MONTAGE_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 
-# Variables the job reads; cleared for every test so the machine's environment never leaks in.
-JOB_VARIABLES = (
-    "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME", "DB_SSLMODE",
-    "DB_CONNECT_TIMEOUT", "DB_READ_HOST", "DB_MAX_OPEN_CONNS", "DB_MAX_IDLE_CONNS", "MONTAGE_MAX_ITEMS",
-    "MONTAGE_MIN_INTEREST_OCCURRENCE", "MONTAGE_INTEREST_LOOKBACK_DAYS", "MONTAGE_PRIVACY_INCLUDED",
-    "MONTAGE_BATCH_SIZE", "MAX_CONCURRENT_GENERATIONS", "WATERMARK_OVERLAP", "CACHE_TTL", "USER_ID_FILTER",
-    "CHUNK_RETRY_ATTEMPTS", "MONTAGE_SHARD", "ENVIRONMENT", "LOG_LEVEL", "DEBUG", "BATCH_MODE",
-)  # fmt: skip
+# Variables the job reads (one per setting); cleared for every test so the machine's
+# environment never leaks in.
+JOB_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 
 
 @pytest.fixture(autouse=True)

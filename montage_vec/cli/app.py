@@ -149,7 +149,8 @@ def show(ctx: click.Context, user_id: str) -> None:
     """Print a user's stored montages and items."""
     from montage_vec.cli.render import render_user_montages
 
-    settings = settings_from(ctx)
+    settings = settings_from(ctx, user_id_filter=[user_id])  # validates and canonicalises the id
+    user_id = settings.user_id_filter[0]
     with open_store(settings.database()) as store:
         session = store.session()
         try:

@@ -24,6 +24,7 @@ class DatabaseTarget:
     kind: Literal["duckdb", "postgresql"]
     location: str = field(repr=False)
     read_location: str | None = field(default=None, repr=False)
+    duckdb_memory_limit: str | None = None
 
     @property
     def display(self) -> str:
@@ -36,7 +37,7 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
         return _from_url(settings.database_url.get_secret_value(), settings)
     if settings.db_host:
         return DatabaseTarget("postgresql", _postgres_uri(settings, settings.db_host), _read_replica_uri(settings))
-    return DatabaseTarget("duckdb", str(DEFAULT_DUCKDB_PATH))
+    return DatabaseTarget("duckdb", str(DEFAULT_DUCKDB_PATH), duckdb_memory_limit=settings.duckdb_memory_limit)
 
 
 def _from_url(url: str, settings: Settings) -> DatabaseTarget:
@@ -46,7 +47,7 @@ def _from_url(url: str, settings: Settings) -> DatabaseTarget:
         path = url[len("duckdb:///") :] if url.lower().startswith("duckdb:///") else ""
         if not path:
             raise ConfigError("DATABASE_URL: a duckdb URL needs a file, e.g. duckdb:///montage.duckdb")
-        return DatabaseTarget("duckdb", path)
+        return DatabaseTarget("duckdb", path, duckdb_memory_limit=settings.duckdb_memory_limit)
     if scheme in POSTGRES_SCHEMES:
         return DatabaseTarget("postgresql", url, _read_replica_uri(settings, primary_url=url))
     shown = scheme or redact(url)

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # A run needs its control connection plus at least one chunk worker.
     db_max_open_conns: int | None = Field(default=None, ge=2)
     db_max_idle_conns: int | None = Field(default=None, ge=0)
+    # The embedded database's buffer pool lives in the job's own process.
+    duckdb_memory_limit: str = Field(default="256MB", pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$")
 
     # The montage contract.
     montage_max_items: int = Field(default=20, ge=1, le=1000)

@@ -15,7 +15,7 @@ def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:
     if target.kind == "duckdb":
         from montage_vec.stores.duckdb_store import DuckDBStore
 
-        return DuckDBStore(target.location, read_only=read_only)
+        return DuckDBStore(target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit)
     from montage_vec.stores.postgres_store import PostgresStore
 
     return PostgresStore(target.location, read_location=target.read_location)

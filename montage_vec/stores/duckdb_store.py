@@ -41,14 +41,17 @@ RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=JSON_TYPE)
 class DuckDBStore(Store):
     kind = BACKEND
 
-    def __init__(self, path: str, read_only: bool = False) -> None:
+    def __init__(self, path: str, read_only: bool = False, memory_limit: str | None = None) -> None:
         self.path = path
         if read_only and not Path(path).is_file():
             raise StoreError(f"no DuckDB file at {path}")
         if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._database = duckdb.connect(path, read_only=read_only)
+            config: dict[str, str | bool | int | float | list[str]] = {}
+            if memory_limit:
+                config["memory_limit"] = memory_limit
+            self._database = duckdb.connect(path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise RunLockedError(f"the DuckDB file {path} is in use by another process") from None
