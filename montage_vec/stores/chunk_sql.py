@@ -4,14 +4,46 @@ Each backend first makes the chunk visible as three relations with text uuids (s
 `ChunkWrite`): `stage_users(user_id, job_id, occurred_at)`, `stage_montages(montage_nr, user_id,
 kind, interest, item_count, valid_until, generated_at, cache_expires_at, job_id)` and
 `stage_items(montage_nr, position, checkin_id, checkin_created_at, widget_type, widget_metadata)`.
-The statements below then run in order inside one transaction. `{json}` and `{json_object}` are the backend's JSON type
-and object constructor (constants, never input).
+The statements below then run in order inside one transaction. The placeholders are filled
+from the backend's `Dialect` (constants, never input).
 
 Only montages whose content differs from what is stored are rewritten, so a re-run over
 unchanged data writes nothing and readers' caches stay valid.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends in the chunk statements."""
+
+    json_type: str
+    json_object: str
+    # Joins `mi`, the stored item at each staged item's (montage, position).
+    stored_item_join: str
+
+
+# PostgreSQL: a LATERAL probe per staged item keeps this to primary-key lookups; a plain join
+# lets the planner hash the whole montage_items table for every chunk.
+POSTGRES = Dialect(
+    json_type="jsonb",
+    json_object="jsonb_build_object",
+    stored_item_join="""LEFT JOIN LATERAL (
+        SELECT * FROM "montage_items" m
+        WHERE m."montage_id" = c."montage_id" AND m."position" = si."position" LIMIT 1
+    ) mi ON TRUE""",
+)
+# DuckDB: its vectorized hash join beats per-row probes.
+DUCKDB = Dialect(
+    json_type="JSON",
+    json_object="json_object",
+    stored_item_join=(
+        'LEFT JOIN "montage_items" mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"'
+    ),
+)
 
 # A montage id is derived from its key, so the same montage gets the same id in every
 # backend and every run; ids already stored (e.g. by the old job) are kept.
@@ -36,7 +68,7 @@ WHERE NOT "changed" AND "montage_id" IN (
     SELECT c."montage_id"
     FROM "stage_items" si
     JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr"
-    LEFT JOIN "montage_items" mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"
+    {stored_item_join}
     WHERE mi."montage_id" IS NULL
        OR mi."checkin_id" <> si."checkin_id"::UUID
        OR mi."checkin_created_at" <> si."checkin_created_at"
@@ -143,23 +175,23 @@ DROP_CHUNK_TABLES = tuple(
 )
 
 
-def write_statements(json_type: str, json_object: str, analytics: bool) -> tuple[str, ...]:
-    """The data-changing statements, in execution order, for a backend's JSON dialect.
+def write_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
+    """The data-changing statements, in execution order, for a backend.
 
     `analytics` adds one `montage.generated` event per written montage (ENABLE_ANALYTICS).
     """
-    generated_events = (INSERT_GENERATED_EVENTS.format(json_object=json_object),) if analytics else ()
+    generated_events = (INSERT_GENERATED_EVENTS.format(json_object=dialect.json_object),) if analytics else ()
     return (
         *DROP_CHUNK_TABLES,
         CREATE_CHUNK_MONTAGES,
-        MARK_CHANGED_ITEMS.format(json=json_type),
+        MARK_CHANGED_ITEMS.format(json=dialect.json_type, stored_item_join=dialect.stored_item_join),
         CREATE_CHUNK_STALE,
         DELETE_REPLACED_ITEMS,
         DELETE_STALE_MONTAGES,
         UPSERT_CHANGED_MONTAGES,
-        INSERT_CHANGED_ITEMS.format(json=json_type),
+        INSERT_CHANGED_ITEMS.format(json=dialect.json_type),
         CREATE_CHUNK_CHANGED_USERS,
         *generated_events,
-        INSERT_INVALIDATED_EVENTS.format(json_object=json_object),
+        INSERT_INVALIDATED_EVENTS.format(json_object=dialect.json_object),
         CLEAR_RETRIES,
     )

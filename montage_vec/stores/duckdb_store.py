@@ -28,14 +28,12 @@ from montage_vec.errors import (
 )
 from montage_vec.stores import queries
 from montage_vec.stores.base import ChunkWrite, RunRecord, Store, WriteOutcome
-from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
+from montage_vec.stores.chunk_sql import DUCKDB, SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
 from montage_vec.stores.migrations import migration_files, split_statements
 from montage_vec.stores.sql_session import SqlStoreSession
 
 BACKEND = "duckdb"
-JSON_TYPE = "JSON"
-JSON_OBJECT = "json_object"
-RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=JSON_TYPE)
+RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=DUCKDB.json_type)
 
 
 class DuckDBStore(Store):
@@ -125,7 +123,7 @@ class DuckDBSession(SqlStoreSession):
             "stage_items": chunk.staged_items(),
         }
         with self._write_lock, self._registered(staged), self._transaction():
-            for statement in write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics):
+            for statement in write_statements(DUCKDB, chunk.analytics):
                 self._execute(statement)
             [(written, removed)] = self._execute(SELECT_OUTCOME)
             changed_users = self._cursor.sql(SELECT_CHANGED_USERS).pl()["user_id"].to_list()

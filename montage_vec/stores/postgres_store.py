@@ -21,16 +21,14 @@ from montage_vec.engine.schema import CHECKIN_SCHEMA
 from montage_vec.errors import SchemaNotMigratedError, StoreError
 from montage_vec.stores import queries
 from montage_vec.stores.base import ChunkWrite, RunRecord, Store, WriteOutcome
-from montage_vec.stores.chunk_sql import SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
+from montage_vec.stores.chunk_sql import POSTGRES, SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
 from montage_vec.stores.migrations import migration_files, split_statements
 from montage_vec.stores.pg_errors import classify, connect
 from montage_vec.stores.pg_ids import uuid_array_literal
 from montage_vec.stores.sql_session import SqlStoreSession
 
 BACKEND = "postgresql"
-JSON_TYPE = "jsonb"
-JSON_OBJECT = "jsonb_build_object"
-RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=JSON_TYPE)
+RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=POSTGRES.json_type)
 LOCK_NAMESPACE = b"montage-vec/run/"
 # Planner help for a chunk's statements: staging tables get statistics (temporary tables
 # are never auto-analyzed), and sorts/hashes of a few hundred thousand rows stay in memory.
@@ -160,7 +158,7 @@ class PostgresSession(SqlStoreSession):
             self._stage("stage_users", chunk.staged_users())
             self._stage("stage_montages", chunk.staged_montages())
             self._stage("stage_items", chunk.staged_items())
-            for statement in (*PREPARE_CHUNK, *write_statements(JSON_TYPE, JSON_OBJECT, chunk.analytics)):
+            for statement in (*PREPARE_CHUNK, *write_statements(POSTGRES, chunk.analytics)):
                 self._execute(statement)
             written, removed = self._row(SELECT_OUTCOME)
             changed_users = self._frame(SELECT_CHANGED_USERS)["user_id"].to_list()
