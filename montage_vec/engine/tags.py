@@ -23,6 +23,7 @@ MAX_TAG_CHARS = 100
 # Multilingual Planes and in the tag/variation-selector block of plane 14; the other planes
 # hold ideographs, nothing, or private use, which no Unicode version gives case properties.
 _CASE_RELEVANT_CODES = (*range(0x20000), *range(0xE0000, 0xE1000))
+_SCAN_BLOCK = 16_384
 
 
 @cache
@@ -40,15 +41,24 @@ def lowercase_exceptions() -> tuple[str, ...]:
     code point whose cased/case-ignorable status differs between the two Unicode tables
     changes its neighbours' result. Each context below probes one of those effects.
     """
-    chars = [chr(code) for code in _CASE_RELEVANT_CODES if not 0xD800 <= code < 0xE000]
-    candidates = pl.Series(chars, dtype=pl.String)
-    differs = pl.Series([False] * len(chars))
-    for context in ("{}", "A{}Σ", "{}Σ", "AΣ{}", "AΣ{}A"):
-        probes = [context.format(char) for char in chars]
-        polars_lower = pl.Series(probes, dtype=pl.String).str.to_lowercase()
-        python_lower = pl.Series([probe.lower() for probe in probes], dtype=pl.String)
-        differs = differs | (polars_lower != python_lower)
-    return tuple(candidates.filter(differs).to_list())
+    found: list[str] = []
+    codes = [code for code in _CASE_RELEVANT_CODES if not 0xD800 <= code < 0xE000]
+    for start in range(0, len(codes), _SCAN_BLOCK):  # in blocks: a one-off scan need not cost 80 MB
+        chars = [chr(code) for code in codes[start : start + _SCAN_BLOCK]]
+        differs = pl.Series([False] * len(chars))
+        for context in ("{}", "A{}Σ", "{}Σ", "AΣ{}", "AΣ{}A"):
+            probes = [context.format(char) for char in chars]
+            polars_lower = pl.Series(probes, dtype=pl.String).str.to_lowercase()
+            python_lower = pl.Series([probe.lower() for probe in probes], dtype=pl.String)
+            differs = differs | (polars_lower != python_lower)
+        found.extend(pl.Series(chars, dtype=pl.String).filter(differs).to_list())
+    return tuple(found)
+
+
+def warm_up() -> None:
+    """Build the one-off tables now (once per process), not inside concurrent chunk workers."""
+    python_whitespace()
+    lowercase_exceptions()
 
 
 def normalize_tag_values(raw_tags: pl.Series) -> pl.Series:

@@ -10,6 +10,7 @@ was, so the next run redoes the work.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -18,6 +19,7 @@ from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
+from montage_vec.engine import warm_up
 from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, SchemaNotMigratedError
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
@@ -107,9 +109,11 @@ class _Run:
         self._record(session)  # the run exists (and its started event) before anything can fail
         self.observers.run_started(summary)
         planning_source = checkin_source or session
+        planning_started = time.perf_counter()
         data_time = planning_source.latest_data_time(not_after=summary.started_at)
         users = find_candidates(plan, planning_source, session, self.shard)
         summary.candidates = len(users)
+        summary.totals.seconds["candidates"] = time.perf_counter() - planning_started
         self.log.info(
             "Batch job started",
             mode=plan.mode,
@@ -185,6 +189,7 @@ class _Run:
             analytics=self.settings.enable_analytics,
         )
         totals_lock = threading.Lock()
+        warm_up()
 
         def work(chunk_users: pl.Series, number: int) -> None:
             if self.control.stopping:

@@ -36,9 +36,7 @@ class JobMetrics:
             "Unix time the last run ended, whatever its outcome.",
             registry=self.registry,
         )
-        self.duration = Gauge(
-            "montage_batch_duration_seconds", "Wall time of the last run.", registry=self.registry
-        )
+        self.duration = Gauge("montage_batch_duration_seconds", "Wall time of the last run.", registry=self.registry)
         self.runs = Counter("montage_batch_runs", "Runs by final status.", ["status"], registry=self.registry)
         self.users_processed = Counter(
             "montage_batch_users_processed", "Users whose montages were computed.", registry=self.registry
