@@ -1,0 +1,237 @@
+"""The benchmark's own handle on the database under test, and its PostgreSQL (ADBC) implementation.
+
+Both backends (DuckDB: `duck_database.py`) expose the same small API: statements, rows, Arrow
+in and out, transactions. A DuckDB file admits one read-write process, so `close()` must be
+called before an engine child runs.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, ClassVar, TypeAlias
+from urllib.parse import urlsplit
+
+import adbc_driver_postgresql.dbapi as pg
+import pyarrow as pa
+
+from montage_vec.stores.migrations import migration_files, split_statements
+from montage_vec.stores.pg_errors import session_uri
+
+JOB_TABLES = (
+    "montage_items", "montages", "montage_events", "montage_job_runs", "montage_job_watermarks",
+    "montage_retry_users",
+)  # fmt: skip
+_MONTAGE_IDENTIFIER = re.compile(r'"(montages|montage_items)')
+
+# pa.Table or pa.RecordBatchReader (pyarrow ships no type hints).
+Arrowish: TypeAlias = Any
+
+
+class BenchDatabase(ABC):
+    backend: ClassVar[str]
+    json_type: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._in_transaction = False
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """DATABASE_URL for the engine's child process."""
+
+    @property
+    @abstractmethod
+    def display_name(self) -> str: ...
+
+    @abstractmethod
+    def execute(self, sql: str, params: list[Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def arrow(self, sql: str) -> pa.Table: ...
+
+    @abstractmethod
+    def reader(self, sql: str) -> Any:
+        """A context manager yielding a RecordBatchReader that streams the result."""
+
+    @abstractmethod
+    def ingest(self, table: str, data: Arrowish, create: bool) -> None:
+        """Bulk-load Arrow data: a new unindexed table (create) or append to an existing one."""
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[None]: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection (reopened lazily); the DuckDB file lock goes with it."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the benchmark database."""
+
+    @abstractmethod
+    def size_bytes(self) -> int: ...
+
+    @abstractmethod
+    def server_version(self) -> str: ...
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        found = self.rows(sql, params)
+        return found[0][0] if found else None
+
+    def ddl(self, prefix: str = "") -> list[str]:
+        """The product's DDL statements; with a prefix, only the montage tables, renamed (indexes too)."""
+        statements = [s for path in migration_files(self.backend) for s in split_statements(path.read_text())]
+        if not prefix:
+            return statements
+        wanted = [s for s in statements if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s]
+        return [_MONTAGE_IDENTIFIER.sub(lambda m: f'"{prefix}{m.group(1)}', s) for s in wanted]
+
+    def migrate(self) -> None:
+        with self.transaction():
+            for statement in self.ddl():
+                self.execute(statement)
+
+    def create_montage_tables(self, prefix: str) -> None:
+        """Fresh `<prefix>montages` / `<prefix>montage_items` with the product's columns, keys and indexes."""
+        with self.transaction():
+            self.execute(f'DROP TABLE IF EXISTS "{prefix}montage_items"')
+            self.execute(f'DROP TABLE IF EXISTS "{prefix}montages"')
+            for statement in self.ddl(prefix):
+                self.execute(statement)
+
+    def drop_tables(self, *names: str) -> None:
+        for name in names:
+            self.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+    @abstractmethod
+    def reset_job_tables(self) -> str:
+        """Empty the engine's tables so that the next run writes everything afresh; says how."""
+
+
+class PostgresDatabase(BenchDatabase):
+    backend = "postgresql"
+    json_type = "jsonb"
+
+    def __init__(self, admin_url: str, name: str) -> None:
+        super().__init__()
+        self.admin_url = admin_url
+        self.name = name
+        self._url = urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+        self._connection: Any | None = None
+
+    @classmethod
+    def create(cls, admin_url: str, name: str) -> PostgresDatabase:
+        database = cls(admin_url, name)
+        database._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database._admin(f'CREATE DATABASE "{name}"')
+        return database
+
+    def _admin(self, sql: str) -> None:
+        with pg.connect(self.admin_url, autocommit=True) as connection, connection.cursor() as cursor:
+            cursor.execute(sql)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def display_name(self) -> str:
+        return f"PostgreSQL database {self.name}"
+
+    def _conn(self) -> Any:
+        if self._connection is None:
+            self._connection = pg.connect(session_uri(self._url))
+        return self._connection
+
+    def _done(self) -> None:
+        if not self._in_transaction:
+            self._conn().commit()
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        try:
+            with self._conn().cursor() as cursor:
+                cursor.execute(sql, params)
+        except BaseException:
+            self._rollback()
+            raise
+        self._done()
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            with self._conn().cursor() as cursor:
+                cursor.execute(sql, params)
+                found = [tuple(row) for row in cursor.fetchall()]
+        except BaseException:
+            self._rollback()
+            raise
+        self._done()
+        return found
+
+    def arrow(self, sql: str) -> pa.Table:
+        with self.reader(sql) as batches:
+            return batches.read_all()
+
+    @contextmanager
+    def reader(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+        # No bound parameters: the driver streams the result with binary COPY.
+        try:
+            with self._conn().cursor() as cursor:
+                cursor.execute(sql)
+                yield cursor.fetch_record_batch()
+        except BaseException:
+            self._rollback()
+            raise
+        self._done()
+
+    def ingest(self, table: str, data: Arrowish, create: bool) -> None:
+        try:
+            with self._conn().cursor() as cursor:
+                cursor.adbc_ingest(table, data, mode="create" if create else "append")
+        except BaseException:
+            self._rollback()
+            raise
+        self._done()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            self._rollback()
+            raise
+        self._in_transaction = False
+        self._conn().commit()
+
+    def _rollback(self) -> None:
+        if self._connection is not None and not self._in_transaction:
+            with suppress(pg.Error):
+                self._connection.rollback()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with suppress(pg.Error):
+                self._connection.close()
+            self._connection = None
+
+    def drop(self) -> None:
+        self.close()
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def size_bytes(self) -> int:
+        return int(self.scalar("SELECT pg_database_size(current_database())"))
+
+    def server_version(self) -> str:
+        return str(self.scalar("SELECT current_setting('server_version')"))
+
+    def reset_job_tables(self) -> str:
+        self.execute("TRUNCATE " + ", ".join(f'"{name}"' for name in JOB_TABLES))
+        return "TRUNCATE of montages, montage_items, the outbox and the job's bookkeeping tables"
