@@ -24,6 +24,10 @@ class Dialect:
     json_object: str
     # Joins `mi`, the stored item at each staged item's (montage, position).
     stored_item_join: str
+    # Statistics for the chunk's temporary tables, which autovacuum never analyzes.
+    analyze_chunk_tables: bool = False
+    # `montage_id` membership in a subquery ({ids}) when deleting a chunk's items.
+    montage_id_in: str = '"montage_id" IN ({ids})'
 
 
 # PostgreSQL: a LATERAL probe per staged item keeps this to primary-key lookups; a plain join
@@ -35,6 +39,9 @@ POSTGRES = Dialect(
         SELECT * FROM "montage_items" m
         WHERE m."montage_id" = c."montage_id" AND m."position" = si."position" LIMIT 1
     ) mi ON TRUE""",
+    analyze_chunk_tables=True,
+    # An array makes it primary-key probes; IN lets the planner hash all of montage_items.
+    montage_id_in='"montage_id" = ANY(ARRAY({ids}))',
 )
 # DuckDB: its vectorized hash join beats per-row probes.
 DUCKDB = Dialect(
@@ -67,7 +74,7 @@ UPDATE "chunk_montages" SET "changed" = TRUE
 WHERE NOT "changed" AND "montage_id" IN (
     SELECT c."montage_id"
     FROM "stage_items" si
-    JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr"
+    JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr" AND NOT c."changed"
     {stored_item_join}
     WHERE mi."montage_id" IS NULL
        OR mi."checkin_id" <> si."checkin_id"::UUID
@@ -85,15 +92,14 @@ WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
   AND NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
 """
 
-# One IN over a UNION ALL (not two ORed INs) lets the planner probe the primary key.
-DELETE_REPLACED_ITEMS = """
-DELETE FROM "montage_items"
-WHERE "montage_id" IN (
+# Items of stale montages and of montages about to be rewritten.
+REPLACED_MONTAGE_IDS = """(
     SELECT "montage_id" FROM "chunk_stale"
     UNION ALL
     SELECT "montage_id" FROM "chunk_montages" WHERE "changed"
-)
-"""
+)"""
+DELETE_REPLACED_ITEMS = 'DELETE FROM "montage_items" WHERE {replaced}'
+
 
 DELETE_STALE_MONTAGES = """
 DELETE FROM "montages" WHERE "id" IN (SELECT "montage_id" FROM "chunk_stale")
@@ -181,12 +187,14 @@ def write_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
     `analytics` adds one `montage.generated` event per written montage (ENABLE_ANALYTICS).
     """
     generated_events = (INSERT_GENERATED_EVENTS.format(json_object=dialect.json_object),) if analytics else ()
+    analyze = ('ANALYZE "chunk_montages"', 'ANALYZE "chunk_stale"') if dialect.analyze_chunk_tables else ()
     return (
         *DROP_CHUNK_TABLES,
         CREATE_CHUNK_MONTAGES,
         MARK_CHANGED_ITEMS.format(json=dialect.json_type, stored_item_join=dialect.stored_item_join),
         CREATE_CHUNK_STALE,
-        DELETE_REPLACED_ITEMS,
+        *analyze,  # before the statements that pick montage_items rows by these tables
+        DELETE_REPLACED_ITEMS.format(replaced=dialect.montage_id_in.format(ids=REPLACED_MONTAGE_IDS)),
         DELETE_STALE_MONTAGES,
         UPSERT_CHANGED_MONTAGES,
         INSERT_CHANGED_ITEMS.format(json=dialect.json_type),
