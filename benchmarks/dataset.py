@@ -79,7 +79,7 @@ def load_checkins(db: BenchDatabase, spec: SyntheticSpec) -> LoadResult:
     indexed = time.perf_counter()
     for statement in indexes:
         db.execute(statement)
-    db.execute('ANALYZE "checkins"')
+    db.settle_checkins()
     db.migrate()  # everything else; `checkins` and its indexes exist already (IF NOT EXISTS)
     index_seconds = time.perf_counter() - indexed
     return LoadResult(spec.users, rows, generate, load, index_seconds, db.size_bytes())
