@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from montage_vec.config import Settings
 from montage_vec.datagen import DEFAULT_AS_OF
 
 Backend = Literal["postgresql", "duckdb"]
@@ -22,8 +23,8 @@ DEFAULT_PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
 DEFAULT_BATCH_SIZES = (1000, 2500, 5000, 10000, 20000)
 DEFAULT_CONCURRENCY = (1, 2, 3)
 # The product's defaults (README, Configuration): what an un-tuned deployment runs.
-PRODUCT_BATCH_SIZE = 5000
-PRODUCT_CONCURRENCY = 2
+PRODUCT_BATCH_SIZE: int = Settings.model_fields["montage_batch_size"].default
+PRODUCT_CONCURRENCY: int = Settings.model_fields["max_concurrent_generations"].default
 
 SMOKE_USERS = 300
 SMOKE_SAMPLE = 20
@@ -77,7 +78,7 @@ def _run_settings(text: str) -> str:
         return text
     size, sep, workers = text.partition(":")
     if not (sep and size.isdigit() and workers.isdigit() and int(size) > 0 and int(workers) > 0):
-        raise argparse.ArgumentTypeError("use best, default or BATCH_SIZE:CONCURRENCY (e.g. 5000:2)")
+        raise argparse.ArgumentTypeError("use best, default or BATCH_SIZE:CONCURRENCY (e.g. 2500:2)")
     return text
 
 
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-settings",
         type=_run_settings,
         default="best",
-        help="settings of the full/incremental runs: best (from the sweep), default (5000:2) or SIZE:CONCURRENCY",
+        help="settings of the full/incremental runs: best (from the sweep), the product's default "
+        f"({PRODUCT_BATCH_SIZE}:{PRODUCT_CONCURRENCY}) or SIZE:CONCURRENCY",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="scratch directory (logs, DuckDB file)")
     parser.add_argument(

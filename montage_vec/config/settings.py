@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     montage_privacy_included: CsvList = Field(default_factory=lambda: ["public", "friends"], min_length=1)
 
     # Work planning.
-    montage_batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    montage_batch_size: int = Field(default=2500, ge=1, le=1_000_000)
     max_concurrent_generations: int = Field(default=2, ge=1, le=64)
     watermark_overlap: Duration = timedelta(minutes=10)
     cache_ttl: Duration = timedelta(hours=1)

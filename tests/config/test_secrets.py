@@ -139,7 +139,7 @@ def test_effective_configuration_masks_every_secret(monkeypatch: pytest.MonkeyPa
     text = json.dumps(shown, default=str) + repr(settings) + str(settings)
     for value in (*secrets.values(), url_password):
         assert value not in text
-    assert shown["montage_batch_size"] == 5000  # the rest is shown as is
+    assert shown["montage_batch_size"] == 2500  # the rest is shown as is
 
 
 def test_database_target_repr_and_display_hide_the_password(monkeypatch: pytest.MonkeyPatch) -> None:

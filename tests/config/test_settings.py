@@ -66,7 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "montage_min_interest_occurrence": 3,
     "montage_interest_lookback_days": 30,
     "montage_privacy_included": ["public", "friends"],
-    "montage_batch_size": 5000,
+    "montage_batch_size": 2500,
     "max_concurrent_generations": 2,
     "watermark_overlap": timedelta(minutes=10),
     "cache_ttl": timedelta(hours=1),
