@@ -97,14 +97,14 @@ def _as_rows(montages: pl.DataFrame, items: pl.DataFrame) -> tuple[list[tuple[An
         (r["user_id"], r["kind"], r["interest"], int(r["item_count"]), r["valid_until"])
         for r in montages.iter_rows(named=True)
     )
-    item_rows = sorted(
-        (
-            r["user_id"], r["kind"], r["interest"], int(r["position"]), r["checkin_id"],
-            r["checkin_created_at"], r["widget_type"], json.dumps(json.loads(r["widget_metadata"]), sort_keys=True),
-        )  # fmt: skip
-        for r in items.iter_rows(named=True)
-    )
+    item_rows = sorted(_item_row(r) for r in items.iter_rows(named=True))
     return montage_rows, item_rows
+
+
+def _item_row(r: dict[str, Any]) -> tuple[Any, ...]:
+    metadata = json.dumps(json.loads(r["widget_metadata"]), sort_keys=True)
+    return (r["user_id"], r["kind"], r["interest"], int(r["position"]), r["checkin_id"], r["checkin_created_at"],
+            r["widget_type"], metadata)  # fmt: skip
 
 
 def days(count: float) -> timedelta:
