@@ -10,7 +10,7 @@ handled here: they propagate so that the runner retries the whole chunk on a new
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -52,6 +52,10 @@ class ChunkResult:
     changed_users: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "compute": 0.0, "write": 0.0})
+
+    def counts_only(self) -> ChunkResult:
+        """This result without its user list: a run's totals must not grow with every changed user."""
+        return replace(self, changed_users=[])
 
     def add(self, other: ChunkResult) -> None:
         self.users += other.users

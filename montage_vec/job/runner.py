@@ -200,7 +200,7 @@ class _Run:
                 failures = pl.DataFrame(result.failures, schema=FAILURE_SCHEMA, orient="row")
                 sessions.current().record_failures(failures, context.job_id, utc_now())
             with totals_lock:
-                self.summary.totals.add(result)
+                self.summary.totals.add(result.counts_only())
                 self.summary.chunks += 1
             self._log_chunk(number, result)
             self.observers.chunk_finished(self.summary, result)
