@@ -29,7 +29,6 @@ from montage_vec.errors import (
 from montage_vec.stores import queries
 from montage_vec.stores.base import ChunkWrite, RunRecord, Store, WriteOutcome
 from montage_vec.stores.chunk_sql import DUCKDB, SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
-from montage_vec.stores.migrations import migration_files, split_statements
 from montage_vec.stores.sql_session import SqlStoreSession
 
 BACKEND = "duckdb"
@@ -64,6 +63,8 @@ class DuckDBStore(Store):
 
 
 class DuckDBSession(SqlStoreSession):
+    backend = BACKEND
+
     def __init__(self, cursor: duckdb.DuckDBPyConnection, write_lock: threading.Lock) -> None:
         self._cursor = cursor
         self._write_lock = write_lock
@@ -78,15 +79,6 @@ class DuckDBSession(SqlStoreSession):
 
     def ping(self) -> None:
         self._scalar("SELECT 1")
-
-    def migrate(self) -> list[str]:
-        applied = []
-        with self._transaction():
-            for path in migration_files(BACKEND):
-                for statement in split_statements(path.read_text()):
-                    self._execute(statement)
-                applied.append(path.name)
-        return applied
 
     def ensure_migrated(self) -> None:
         found = self._scalar(queries.COUNT_JOB_TABLES)

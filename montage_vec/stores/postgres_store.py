@@ -22,7 +22,6 @@ from montage_vec.errors import SchemaNotMigratedError, StoreError
 from montage_vec.stores import queries
 from montage_vec.stores.base import ChunkWrite, RunRecord, Store, WriteOutcome
 from montage_vec.stores.chunk_sql import POSTGRES, SELECT_CHANGED_USERS, SELECT_OUTCOME, write_statements
-from montage_vec.stores.migrations import migration_files, split_statements
 from montage_vec.stores.pg_errors import classify, connect
 from montage_vec.stores.pg_ids import uuid_array_literal
 from montage_vec.stores.sql_session import SqlStoreSession
@@ -72,6 +71,8 @@ class PostgresStore(Store):
 
 
 class PostgresSession(SqlStoreSession):
+    backend = BACKEND
+
     def __init__(self, uri: str, read_uri: str | None) -> None:
         self._connection = connect(uri)
         self._read_uri = read_uri
@@ -97,15 +98,6 @@ class PostgresSession(SqlStoreSession):
     def ping(self) -> None:
         with self._transaction():
             self._scalar("SELECT 1")
-
-    def migrate(self) -> list[str]:
-        applied = []
-        with self._transaction():
-            for path in migration_files(BACKEND):
-                for statement in split_statements(path.read_text()):
-                    self._execute(statement)
-                applied.append(path.name)
-        return applied
 
     def ensure_migrated(self) -> None:
         with self._transaction():
