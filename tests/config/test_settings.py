@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "db_read_host": None,
     "db_max_open_conns": None,
     "db_max_idle_conns": None,
+    "duckdb_memory_limit": "256MB",
     "montage_max_items": 20,
     "montage_min_interest_occurrence": 3,
     "montage_interest_lookback_days": 30,
