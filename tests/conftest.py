@@ -7,13 +7,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
 from montage_vec.config import Settings
+from tests.helpers import CliResult
 
 PG_ADMIN_URL = os.environ.get("MONTAGE_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 
@@ -58,20 +58,6 @@ def database_url(request: pytest.FixtureRequest) -> str:
         request.applymarker(pytest.mark.postgres)
     url: str = request.getfixturevalue(fixture)
     return url
-
-
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-    logs: list[dict[str, Any]] = field(default_factory=list)
-
-    def log(self, message: str) -> dict[str, Any]:
-        """The last log line with this message."""
-        matching = [entry for entry in self.logs if entry.get("message") == message]
-        assert matching, f"no log line {message!r} in:\n{self.stdout}\n{self.stderr}"
-        return matching[-1]
 
 
 @pytest.fixture

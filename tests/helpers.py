@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,13 +44,34 @@ def checkin_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 def load_checkins(url: str, rows: list[dict[str, Any]]) -> None:
     """Migrate if needed and upsert the rows (by id) into the database at `url`."""
+    load_frame(url, checkin_frame(rows))
+
+
+def load_frame(url: str, frame: pl.DataFrame) -> None:
+    """Migrate if needed and bulk-upsert check-ins through the store's own load path."""
     with open_store(load_settings(database_url=url).database()) as store:
         session = store.session()
         try:
             session.migrate()
-            session.load_checkins(checkin_frame(rows))
+            session.load_checkins(frame)
         finally:
             session.close()
+
+
+@dataclass
+class CliResult:
+    """How a `montage-vec` invocation ended, with its stdout parsed as JSON log lines."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def log(self, message: str) -> dict[str, Any]:
+        """The last log line with this message."""
+        matching = [entry for entry in self.logs if entry.get("message") == message]
+        assert matching, f"no log line {message!r} in:\n{self.stdout}\n{self.stderr}"
+        return matching[-1]
 
 
 MONTAGE_QUERY = """

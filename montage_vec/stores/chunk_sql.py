@@ -4,7 +4,7 @@ Each backend first makes the chunk visible as three relations with text uuids (s
 `ChunkWrite`): `stage_users(user_id, job_id, occurred_at)`, `stage_montages(montage_nr, user_id,
 kind, interest, item_count, valid_until, generated_at, cache_expires_at, job_id)` and
 `stage_items(montage_nr, position, checkin_id, checkin_created_at, widget_type, widget_metadata)`.
-The statements below then run in order inside one transaction. The placeholders are filled
+The statements below then run in order inside one transaction. Their `{...}` fields are filled
 from the backend's `Dialect` (constants, never input).
 
 Only montages whose content differs from what is stored are rewritten, so a re-run over

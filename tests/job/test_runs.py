@@ -12,11 +12,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from montage_vec.config import load_settings
 from montage_vec.datagen import SyntheticSpec, generate_checkins
 from montage_vec.engine import MontageParams
-from montage_vec.stores import open_store
-from tests.helpers import checkin, days, expected_montages, new_id, query, stored_montages
+from tests.helpers import checkin, days, expected_montages, load_frame, new_id, query, stored_montages
 from tests.job._support import (
     AS_OF,
     Checkins,
@@ -365,16 +363,6 @@ def test_montage_ids_identical_between_duckdb_and_postgresql(duckdb_url: str, po
     assert stored_montages(duckdb_url) == stored_montages(postgres_url)
 
 
-def _load_frame(url: str, frame: pl.DataFrame) -> None:
-    with open_store(load_settings(database_url=url).database()) as store:
-        session = store.session()
-        try:
-            session.migrate()
-            session.load_checkins(frame)
-        finally:
-            session.close()
-
-
 def _edit_synthetic(frame: pl.DataFrame) -> pl.DataFrame:
     """Every 61st check-in changed (tags, privacy or deleted), stamped after all synthetic rows."""
     stamp = AS_OF + days(4)  # synthetic updated_at never passes AS_OF + 3 days
@@ -397,11 +385,11 @@ def test_synthetic_users_identical_between_duckdb_and_postgresql(duckdb_url: str
     later = AS_OF + days(10)
     results = {}
     for url in (duckdb_url, postgres_url):
-        _load_frame(url, frame)
+        load_frame(url, frame)
         first = run_once(run_cli, url, AS_OF, "--batch-size", "64").log("Batch job completed")
         assert (first["processed"], first["errors"]) == (300, 0)
         full = (stored_montages(url), montage_ids(url), first["interest_montages"])
-        _load_frame(url, edits)
+        load_frame(url, edits)
         second = run_once(run_cli, url, later, "--batch-size", "64").log("Batch job completed")
         assert second["errors"] == 0
         results[url] = (full, (stored_montages(url), montage_ids(url), second["processed"]))

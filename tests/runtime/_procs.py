@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from montage_vec.config.settings import Settings
 from tests.conftest import PG_ADMIN_URL
+from tests.helpers import CliResult
 
 MONTAGE_VEC = str(Path(sys.executable).parent / "montage-vec")
 PUSHGATEWAY_BINARY = "/usr/bin/prometheus-pushgateway"
@@ -56,16 +57,8 @@ def parse_logs(stdout: str) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Finished:
-    exit_code: int
-    stdout: str
-    stderr: str
-    logs: list[dict[str, Any]] = field(default_factory=list)
-
-    def log(self, message: str) -> dict[str, Any]:
-        matching = [entry for entry in self.logs if entry.get("message") == message]
-        assert matching, f"no log line {message!r} in:\n{self.everything()}"
-        return matching[-1]
+class Finished(CliResult):
+    """A finished subprocess; adds views that help when a test fails."""
 
     def messages(self) -> list[str]:
         return [entry.get("message", "") for entry in self.logs]

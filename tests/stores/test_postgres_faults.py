@@ -40,6 +40,7 @@ from tests.helpers import (
     days,
     expected_montages,
     load_checkins,
+    load_frame,
     new_id,
     query,
     stored_montages,
@@ -79,17 +80,6 @@ def synthetic(users: int, seed: int = 42) -> pl.DataFrame:
     frame = pl.from_arrow(generate_checkins(SyntheticSpec(users=users, seed=seed, as_of=AS_OF)))
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def load_frame(url: str, frame: pl.DataFrame) -> None:
-    """Migrate and bulk-load check-ins through the store's own load path (binary COPY)."""
-    with open_store(load_settings(database_url=url).database()) as store:
-        session = store.session()
-        try:
-            session.migrate()
-            session.load_checkins(frame)
-        finally:
-            session.close()
 
 
 def expected_from_frame(frame: pl.DataFrame) -> Rows:
