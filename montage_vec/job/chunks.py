@@ -19,7 +19,6 @@ from loguru import logger
 
 from montage_vec.config.secrets import redact
 from montage_vec.engine import MontageParams, compute_montages
-from montage_vec.engine.schema import GENERAL, INTEREST
 from montage_vec.errors import DataStoreError, InputDataError
 from montage_vec.stores.base import CheckinSource, ChunkWrite, StoreSession
 
@@ -108,8 +107,8 @@ def _process_once(
         logger.warning("user's check-ins cannot be processed; it goes to the retry list", user_id=user_id, error=error)
     writable = user_ids.filter(~user_ids.is_in(rejected["user_id"].implode()))
     result.successful = len(writable)
-    result.general_montages = int((montage_set.montages["kind"] == GENERAL).sum())
-    result.interest_montages = int((montage_set.montages["kind"] == INTEREST).sum())
+    result.general_montages = montage_set.general_count
+    result.interest_montages = montage_set.interest_count
     if context.dry_run:
         return result
 

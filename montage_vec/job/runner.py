@@ -50,7 +50,6 @@ def run_job(
     try:
         if not control_session.try_lock_run(run.shard.key):
             raise RunLockedError(f"another run holds the lock for shard {run.shard.key}; nothing was touched")
-        run.control_session = control_session
         return run.execute(control_session, checkin_source)
     finally:
         close_quietly(control_session)
@@ -83,6 +82,7 @@ class _Run:
     def execute(self, session: StoreSession, checkin_source: CheckinSource | None) -> RunSummary:
         """Plan, process and finish the run; every failure is recorded and reported to observers."""
         summary = self.summary
+        self.control_session = session
         try:
             session.ensure_migrated()
             self._plan_and_process(session, checkin_source)

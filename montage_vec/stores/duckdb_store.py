@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from montage_vec.stores.sql_session import SqlStoreSession
 
 BACKEND = "duckdb"
 RECORD_JOB_EVENT = queries.RECORD_JOB_EVENT.format(json=DUCKDB.json_type)
+EXTRACT_STAGED_CHECKINS = queries.EXTRACT_CHECKINS.format(users='IN (SELECT "user_id"::UUID FROM "stage_users")')
+USER_MONTAGES_BY_PARAMETER = queries.USER_MONTAGES.format(user="= $1::UUID")
+USER_ITEMS_BY_PARAMETER = queries.USER_ITEMS.format(user="= $1::UUID")
 
 
 class DuckDBStore(Store):
@@ -93,7 +96,7 @@ class DuckDBSession(SqlStoreSession):
 
     def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
         with self._write_lock:
-            self._execute(queries.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(watermark.tzinfo)])
+            self._execute(queries.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
 
     def _users(self, sql: str) -> pl.Series:
         users: pl.Series = self._cursor.sql(sql).pl()["user_id"]
@@ -103,7 +106,7 @@ class DuckDBSession(SqlStoreSession):
         stage_users = pl.DataFrame({"user_id": user_ids})
         self._cursor.register("stage_users", stage_users)
         try:
-            extracted: pl.DataFrame = self._cursor.sql(queries.EXTRACT_CHECKINS).pl()
+            extracted: pl.DataFrame = self._cursor.sql(EXTRACT_STAGED_CHECKINS).pl()
         finally:
             self._cursor.unregister("stage_users")
         return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
@@ -138,8 +141,8 @@ class DuckDBSession(SqlStoreSession):
         return staged.height
 
     def user_montages(self, user_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-        montages = self._cursor.sql(queries.USER_MONTAGES, params=[user_id]).pl()
-        items = self._cursor.sql(queries.USER_ITEMS, params=[user_id]).pl()
+        montages = self._cursor.sql(USER_MONTAGES_BY_PARAMETER, params=[user_id]).pl()
+        items = self._cursor.sql(USER_ITEMS_BY_PARAMETER, params=[user_id]).pl()
         return montages, items
 
     def user_with_most_interests(self) -> str | None:

@@ -45,9 +45,8 @@ SELECT count(*) FROM pg_locks
 WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
   AND classid = {high}::oid AND objid = {low}::oid AND objsubid = 1
 """
-EXTRACT_CHECKINS_FOR = queries.EXTRACT_CHECKINS.replace(
-    'IN (SELECT "user_id"::UUID FROM "stage_users")', "= ANY({users})"
-)
+# Ids travel as a validated `'{...}'::uuid[]` literal, formatted in as {users}.
+EXTRACT_CHECKINS_FOR = queries.EXTRACT_CHECKINS.format(users="= ANY({users})")
 
 
 def _lock_key(shard: str) -> int:
@@ -167,8 +166,8 @@ class PostgresSession(SqlStoreSession):
         literal = uuid_array_literal(pl.Series([user_id]))
         by_user = f"= ANY({literal})"
         with self._transaction():
-            montages = self._frame(queries.USER_MONTAGES.replace("= $1::UUID", by_user))
-            items = self._frame(queries.USER_ITEMS.replace("= $1::UUID", by_user))
+            montages = self._frame(queries.USER_MONTAGES.format(user=by_user))
+            items = self._frame(queries.USER_ITEMS.format(user=by_user))
         return montages, items
 
     def user_with_most_interests(self) -> str | None:

@@ -82,13 +82,14 @@ UNION
 SELECT "user_id"::VARCHAR FROM "montage_retry_users"
 """
 
-# The job's check-in columns for the users staged in "stage_users"(user_id).
+# The job's check-in columns for a set of users. {users} is the backend's membership test on
+# user_id (a staged relation, or a validated uuid[] literal): a constant form, never input.
 EXTRACT_CHECKINS = """
 SELECT c."id"::VARCHAR AS "id", c."user_id"::VARCHAR AS "user_id", c."created_at", c."deleted_at",
        c."privacy", c."text_content", c."media_url", c."media_type", c."thumbnail_url",
        c."location_name", c."tags"
 FROM "checkins" c
-WHERE c."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
+WHERE c."user_id" {users}
 """
 
 CHECKIN_COLUMNS = (
@@ -111,10 +112,11 @@ SELECT "user_id"::VARCHAR FROM "montages" WHERE "kind" = 'interest'
 GROUP BY "user_id" ORDER BY count(*) DESC, "user_id" LIMIT 1
 """
 
+# One user's montages and items; {user} is the backend's equality test on user_id.
 USER_MONTAGES = """
 SELECT "id"::VARCHAR AS "id", "kind", "interest", "item_count", "generated_at", "cache_expires_at",
        "valid_until", "job_id"
-FROM "montages" WHERE "user_id" = $1::UUID
+FROM "montages" WHERE "user_id" {user}
 ORDER BY "kind", "interest"
 """
 
@@ -122,7 +124,7 @@ USER_ITEMS = """
 SELECT m."kind", m."interest", i."position", i."checkin_id"::VARCHAR AS "checkin_id",
        i."checkin_created_at", i."widget_type", i."widget_metadata"::VARCHAR AS "widget_metadata"
 FROM "montage_items" i JOIN "montages" m ON m."id" = i."montage_id"
-WHERE m."user_id" = $1::UUID
+WHERE m."user_id" {user}
 ORDER BY m."kind", m."interest", i."position"
 """
 
