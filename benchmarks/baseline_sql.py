@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from benchmarks.database import BenchDatabase
 from montage_vec.engine import MontageParams
-from montage_vec.stores.queries import timestamp_literal
+from montage_vec.stores.render import Timestamp
 
 PREFIX = "sql_"
 
@@ -126,13 +126,15 @@ def statements(backend: str, as_of: datetime, params: MontageParams) -> tuple[st
     eligible = _ELIGIBLE.format(
         privacy=privacy,
         max_tag=100,
-        cutoff=timestamp_literal(as_of - params.lookback),
+        cutoff=Timestamp(as_of - params.lookback).sql("postgresql"),
         lookback_days=params.interest_lookback_days,
         min_occurrence=params.min_interest_occurrence,
     )
     common = {"eligible": eligible.strip(), "max_items": params.max_items}
     montages = INSERT_MONTAGES.format(
-        **common, generated_at=timestamp_literal(as_of), expires_at=timestamp_literal(as_of + timedelta(hours=1))
+        **common,
+        generated_at=Timestamp(as_of).sql("postgresql"),
+        expires_at=Timestamp(as_of + timedelta(hours=1)).sql("postgresql"),
     )
     return montages, INSERT_ITEMS.format(**common, metadata=METADATA[backend])
 

@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import pyarrow as pa
 
-from montage_vec.stores.migrations import migration_files, split_statements
-from montage_vec.stores.pg_errors import session_uri
+from montage_vec.config import load_settings
+from montage_vec.stores import open_store
+from montage_vec.stores.backends.postgres import session_uri
+from montage_vec.stores.migrations import package_migrations
 
 JOB_TABLES = (
     "montage_items", "montages", "montage_events", "montage_job_runs", "montage_job_watermarks",
@@ -91,16 +93,17 @@ class BenchDatabase(ABC):
 
     def ddl(self, prefix: str = "") -> list[str]:
         """The product's DDL statements; with a prefix, only the montage tables, renamed (indexes too)."""
-        statements = [s for path in migration_files(self.backend) for s in split_statements(path.read_text())]
+        statements = [s for migration in package_migrations(self.backend) for s in migration.statements()]
         if not prefix:
             return statements
         wanted = [s for s in statements if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s]
         return [_MONTAGE_IDENTIFIER.sub(lambda m: f'"{prefix}{m.group(1)}', s) for s in wanted]
 
     def migrate(self) -> None:
-        with self.transaction():
-            for statement in self.ddl():
-                self.execute(statement)
+        """The product's own tracked `migrate`, on a connection of its own (ours is closed first)."""
+        self.close()
+        with open_store(load_settings(database_url=self.url).database()) as store, store.session() as session:
+            session.migrate()
 
     def create_montage_tables(self, prefix: str) -> None:
         """Fresh `<prefix>montages` / `<prefix>montage_items` with the product's columns, keys and indexes."""

@@ -12,7 +12,7 @@ import pyarrow as pa
 from benchmarks.database import BenchDatabase
 from benchmarks.duck_database import DuckDatabase
 from montage_vec.datagen import SyntheticSpec, iter_checkin_batches
-from montage_vec.stores.queries import timestamp_literal
+from montage_vec.stores.render import Timestamp
 
 _HEX_POSITIONS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
 _HEX_VALUE = np.zeros(256, np.uint8)
@@ -112,7 +112,7 @@ def change_users(db: BenchDatabase, users: int, fraction: float, seed: int, as_o
     wanted = max(1, round(users * fraction))
     latest: datetime = db.scalar('SELECT max("updated_at") FROM "checkins"')
     stamp = latest + timedelta(minutes=1)
-    at = timestamp_literal(stamp)
+    at = Timestamp(stamp).sql("postgresql")
     db.drop_tables("bench_changed_users")
     db.execute(
         f"""CREATE TABLE "bench_changed_users" AS
@@ -124,7 +124,7 @@ def change_users(db: BenchDatabase, users: int, fraction: float, seed: int, as_o
         SELECT c."id", row_number() OVER (PARTITION BY c."user_id" ORDER BY c."created_at" DESC, c."id" DESC) AS "rn"
         FROM "checkins" c JOIN "bench_changed_users" u ON u."user_id" = c."user_id" WHERE u."action" = {action}
     ) AS x WHERE "rn" <= {count}"""
-    new_rows = ", ".join(f"({n}, {timestamp_literal(as_of - timedelta(hours=n))})" for n in (1, 2, 3))
+    new_rows = ", ".join(f"({n}, {Timestamp(as_of - timedelta(hours=n)).sql('postgresql')})" for n in (1, 2, 3))
     with db.transaction():
         db.execute(
             f"""UPDATE "checkins" SET "tags" = ARRAY['  Bench-Edit ', 'coffee', 'COFFEE'], "updated_at" = {at}

@@ -14,8 +14,6 @@ class MontageVecError(Exception):
 
     transient: bool = False
     exit_code: int = 1
-    # Set by the runner on errors that end a run: the run's summary, for the final log line.
-    run_summary: dict[str, object] | None = None
 
 
 class ConfigError(MontageVecError):
@@ -39,16 +37,30 @@ class TransientStoreError(StoreError):
 
 
 class DataStoreError(StoreError):
-    """The database rejected the data itself (SQLSTATE classes 22 and 23, trigger errors).
+    """The database rejected the data itself (a constraint, a conversion, a trigger's error).
 
     Retrying the same rows cannot succeed, but splitting a chunk isolates the culprit.
     """
 
 
-class SchemaNotMigratedError(StoreError):
-    """The job's tables are missing: run `montage-vec migrate` first."""
+class PermissionStoreError(StoreError):
+    """The database refused access (privileges, authentication, a read-only database)."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class SchemaStoreError(StoreError):
+    """The tables are not what the job expects (missing, or a column missing)."""
 
     exit_code = 3
+
+
+class SchemaNotMigratedError(SchemaStoreError):
+    """The job's tables are missing or behind the package: run `montage-vec migrate` first."""
+
+
+class MigrationError(SchemaStoreError):
+    """The database's migration history disagrees with the package's migration files."""
 
 
 class RunLockedError(MontageVecError):

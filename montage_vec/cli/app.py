@@ -17,6 +17,7 @@ from montage_vec.config import Settings, load_settings, redact, requested_batch_
 from montage_vec.errors import ConfigError, MontageVecError
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions
+from montage_vec.job.summary import RunSummary, log_outcome
 from montage_vec.observability.logging import configure_logging
 from montage_vec.observability.metrics import JobMetrics
 from montage_vec.observability.signals import stop_on_signals
@@ -36,8 +37,21 @@ def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     configure_logging(level, human=settings.environment == "development")
     if settings.debug:
         logger.debug("effective configuration", configuration=settings.effective())
-    ctx.obj = settings
     return settings
+
+
+def run_exit_code(summary: RunSummary) -> int:
+    """0 for a completed run; otherwise the exit code its error carries (1 when it carries none)."""
+    if summary.status == "completed":
+        return 0
+    return getattr(summary.error, "exit_code", EXIT_UNEXPECTED)
+
+
+def exit_on_failure(summary: RunSummary) -> None:
+    """A run that did not complete ends the process with its exit code and a line on stderr."""
+    exit_code = run_exit_code(summary)
+    if exit_code:
+        _fail(summary.error_text or f"run ended with status {summary.status}", exit_code)
 
 
 def parse_as_of(text: str | None) -> datetime | None:
@@ -66,15 +80,11 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
-    """Create or update the tables (idempotent)."""
+    """Apply the pending migrations to the job's tables (each once, in order)."""
     settings = settings_from(ctx)
-    with open_store(settings.database()) as store:
-        session = store.session()
-        try:
-            applied = session.migrate()
-        finally:
-            session.close()
-    logger.info("schema migrated", database=settings.database().display, files=applied)
+    with open_store(settings.database()) as store, store.session() as session:
+        applied = session.migrate()
+    logger.info("schema migrated", database=settings.database().display, applied=applied)
 
 
 @cli.command()
@@ -106,15 +116,10 @@ def once(
         return
     options = RunOptions(full=full, user_ids=tuple(settings.user_id_filter), as_of=parse_as_of(as_of), dry_run=dry_run)
     control = RunControl()
-    try:
-        with stop_on_signals(control):
-            summary = run_once(settings, options, control, JobMetrics())
-    except MontageVecError as exc:
-        logger.bind(**(exc.run_summary or {})).error(
-            "Batch job failed", error=redact(str(exc)), error_type=type(exc).__name__
-        )
-        raise
-    logger.bind(**summary.fields()).info("Batch job completed")
+    with stop_on_signals(control):
+        summary = run_once(settings, options, control, JobMetrics())
+    log_outcome(summary)
+    exit_on_failure(summary)
 
 
 @cli.command()
@@ -151,13 +156,9 @@ def show(ctx: click.Context, user_id: str) -> None:
 
     settings = settings_from(ctx, user_id_filter=[user_id])  # validates and canonicalises the id
     user_id = settings.user_id_filter[0]
-    with open_store(settings.database()) as store:
-        session = store.session()
-        try:
-            session.ensure_migrated()
-            montages, items = session.user_montages(user_id)
-        finally:
-            session.close()
+    with open_store(settings.database()) as store, store.session() as session:
+        session.ensure_migrated()
+        montages, items = session.user_montages(user_id)
     click.echo(render_user_montages(user_id, montages, items))
 
 

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from montage_vec.config.database import DatabaseTarget, resolve_database
 from montage_vec.config.durations import parse_duration
 from montage_vec.config.secrets import redact, register_secret
+from montage_vec.config.shard import Shard
 from montage_vec.engine.params import MontageParams
 from montage_vec.errors import ConfigError
 
@@ -81,7 +82,6 @@ class Settings(BaseSettings):
     db_read_host: str | None = None
     # A run needs its control connection plus at least one chunk worker.
     db_max_open_conns: int | None = Field(default=None, ge=2)
-    db_max_idle_conns: int | None = Field(default=None, ge=0)
     # The embedded database's buffer pool lives in the job's own process.
     duckdb_memory_limit: str = Field(default="256MB", pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$")
 
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     cache_ttl: Duration = timedelta(hours=1)
     user_id_filter: CsvList = Field(default_factory=list)
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
-    montage_shard: str = Field(default="0/1", pattern=r"^\d+/\d+$")
+    montage_shard: str = "0/1"
 
     @field_validator("user_id_filter")
     @classmethod
@@ -114,10 +114,7 @@ class Settings(BaseSettings):
     @field_validator("montage_shard")
     @classmethod
     def _valid_shard(cls, value: str) -> str:
-        index, count = (int(part) for part in value.split("/"))
-        if count < 1 or not 0 <= index < count:
-            raise ValueError("must be INDEX/COUNT with 0 <= INDEX < COUNT")
-        return value
+        return Shard.parse(value).key
 
     @field_validator("checkin_service_api_key", "user_service_api_key", mode="before")
     @classmethod
@@ -167,6 +164,9 @@ class Settings(BaseSettings):
             interest_lookback_days=self.montage_interest_lookback_days,
             privacy_included=frozenset(p.lower() for p in self.montage_privacy_included),
         )
+
+    def shard(self) -> Shard:
+        return Shard.parse(self.montage_shard)
 
     def database(self) -> DatabaseTarget:
         return resolve_database(self)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from montage_vec.engine.schema import CHECKIN_SCHEMA
+from montage_vec.engine.schema import CHECKIN_SCHEMA, REJECTED_SCHEMA
 from montage_vec.errors import InputDataError
-
-REJECTED_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "error": pl.String()}
 
 
 def conform_checkins(checkins: pl.DataFrame | pa.Table) -> pl.DataFrame:

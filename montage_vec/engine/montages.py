@@ -14,11 +14,10 @@ import pyarrow as pa
 
 from montage_vec.engine.conform import conform_checkins, split_rejected
 from montage_vec.engine.params import MontageParams
-from montage_vec.engine.schema import GENERAL, INTEREST, ITEM_SCHEMA, MONTAGE_SCHEMA
+from montage_vec.engine.schema import GENERAL, INTEREST, ITEM_SCHEMA, MONTAGE_KEY, MONTAGE_SCHEMA
 from montage_vec.engine.tags import explode_normalized_tags
 from montage_vec.engine.widgets import widget_metadata_expr, widget_type_expr
 
-MONTAGE_KEY = ["user_id", "kind", "interest"]
 # Rule 3: newest first, ties broken by the larger id.
 ITEM_ORDER = ["user_id", "created_at", "id"]
 ITEM_ORDER_DESCENDING = [False, True, True]

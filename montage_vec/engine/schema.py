@@ -44,5 +44,11 @@ ITEM_SCHEMA: dict[str, pl.DataType] = {
     "widget_metadata": pl.String(),
 }
 
+# A montage is one per (user, kind, interest); the general montage's interest is "".
+MONTAGE_KEY = ["user_id", "kind", "interest"]
+
+# Users whose check-ins could not be processed, with the reason (the job's retry list).
+REJECTED_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), "error": pl.String()}
+
 GENERAL = "general"
 INTEREST = "interest"

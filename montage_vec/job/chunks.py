@@ -20,7 +20,8 @@ from loguru import logger
 from montage_vec.config.secrets import redact
 from montage_vec.engine import MontageParams, compute_montages
 from montage_vec.errors import DataStoreError, InputDataError
-from montage_vec.stores.base import CheckinSource, ChunkWrite, StoreSession
+from montage_vec.stores.interfaces import CheckinSource, JobStore
+from montage_vec.stores.records import ChunkWrite
 
 # Errors caused by the rows themselves: splitting the chunk isolates the users behind them.
 DATA_ERRORS = (DataStoreError, InputDataError, pl.exceptions.PolarsError, pa.ArrowException, ValueError)
@@ -70,9 +71,7 @@ class ChunkResult:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
 
 
-def process_chunk(
-    store: StoreSession, source: CheckinSource, user_ids: pl.Series, context: ChunkContext
-) -> ChunkResult:
+def process_chunk(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     """Process `user_ids`, splitting on data errors until the failing users stand alone."""
     try:
         return _process_once(store, source, user_ids, context)
@@ -89,9 +88,7 @@ def process_chunk(
         return result
 
 
-def _process_once(
-    store: StoreSession, source: CheckinSource, user_ids: pl.Series, context: ChunkContext
-) -> ChunkResult:
+def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     result = ChunkResult(users=len(user_ids))
     started = time.perf_counter()
     checkins = source.extract_checkins(user_ids)

@@ -10,7 +10,8 @@ from typing import Literal
 
 import polars as pl
 
-from montage_vec.stores.base import CheckinSource, StoreSession
+from montage_vec.config.shard import Shard
+from montage_vec.stores.interfaces import CheckinSource, JobStore
 
 CandidateMode = Literal["incremental", "full", "users"]
 
@@ -25,36 +26,9 @@ class RunOptions:
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
-class Shard:
-    """Which slice of the users this process owns, e.g. `2/8`; `0/1` is everyone."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        index_text, _, count_text = text.partition("/")
-        shard = cls(int(index_text), int(count_text))
-        if shard.count < 1 or not 0 <= shard.index < shard.count:
-            raise ValueError(f"shard must be INDEX/COUNT with 0 <= INDEX < COUNT, got {text!r}")
-        return shard
-
-    @property
-    def key(self) -> str:
-        return f"{self.index}/{self.count}"
-
-    def owns(self, user_ids: pl.Series) -> pl.Series:
-        """The users of this shard: uuid v4 ends in random hex digits, so they spread evenly."""
-        if self.count == 1:
-            return user_ids
-        bucket = user_ids.str.slice(-8).str.to_integer(base=16, strict=False).fill_null(0) % self.count
-        return user_ids.filter(bucket == self.index)
-
-
-def new_job_id(now: datetime) -> str:
-    """The seed's `batch_<unix seconds>`, plus a random suffix so two runs never collide."""
-    return f"batch_{int(now.timestamp())}_{secrets.token_hex(3)}"
+def new_job_id(now: datetime, kind: str = "batch") -> str:
+    """`batch_<unix seconds>` as the old job wrote it, plus a random suffix so two runs never collide."""
+    return f"{kind}_{int(now.timestamp())}_{secrets.token_hex(3)}"
 
 
 def utc_now() -> datetime:
@@ -86,7 +60,7 @@ def plan_candidates(
     return CandidatePlan(mode=mode, as_of=as_of, since=since, user_ids=options.user_ids)
 
 
-def find_candidates(plan: CandidatePlan, source: CheckinSource, store: StoreSession, shard: Shard) -> pl.Series:
+def find_candidates(plan: CandidatePlan, source: CheckinSource, store: JobStore, shard: Shard) -> pl.Series:
     """Sorted distinct users of this shard: changed check-ins plus montages to revisit, or everyone."""
     if plan.mode == "users":
         # Named users are processed exactly as asked, whatever shard they fall in.

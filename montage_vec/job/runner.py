@@ -5,14 +5,16 @@ watermark, processes chunks on a bounded pool of worker threads (each with its o
 session), retries chunks that hit transient errors on a fresh session, and moves the
 watermark only when every chunk committed. Anything else leaves the watermark where it
 was, so the next run redoes the work.
+
+Workers only compute and write chunks and hand back ChunkResults; this thread submits
+chunks, checks the run lock, adds up results and records the run, so nothing is shared.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import polars as pl
 from loguru import logger
@@ -20,16 +22,16 @@ from loguru import logger
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
 from montage_vec.engine import warm_up
+from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, SchemaNotMigratedError
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
-from montage_vec.job.plan import RunOptions, Shard, chunked, find_candidates, new_job_id, plan_candidates, utc_now
-from montage_vec.job.sessions import ThreadSessions, close_quietly
+from montage_vec.job.plan import RunOptions, chunked, find_candidates, new_job_id, plan_candidates, utc_now
+from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.summary import RunSummary, run_record
-from montage_vec.stores.base import CheckinSource, Store, StoreSession
-
-FAILURE_SCHEMA = {"user_id": pl.String, "error": pl.String}
+from montage_vec.stores import SqlSession, Store
+from montage_vec.stores.interfaces import CheckinSource
 
 
 def run_job(
@@ -40,19 +42,14 @@ def run_job(
     observers: Sequence[RunObserver] = (),
     checkin_source: CheckinSource | None = None,
 ) -> RunSummary:
-    """Run the job once. Raises RunLockedError, RunFailed or RunInterrupted after recording why.
+    """Run the job once; the summary's `status` and `error` say how it ended.
 
-    `checkin_source` replaces the database's own `checkins` table (e.g. the check-in service);
-    it must be safe to share between threads.
+    Statuses: `completed`, `failed`, `locked` (another run holds the shard), `interrupted`
+    (a signal) and `timeout`. `checkin_source` replaces the database's own check-ins (e.g.
+    the check-in service); it must be safe to share between threads.
     """
     run = _Run(store, settings, options or RunOptions(), control or RunControl(), Observers(observers))
-    control_session = store.session()
-    try:
-        if not control_session.try_lock_run(run.shard.key):
-            raise RunLockedError(f"another run holds the lock for shard {run.shard.key}; nothing was touched")
-        return run.execute(control_session, checkin_source)
-    finally:
-        close_quietly(control_session)
+    return run.execute(checkin_source)
 
 
 class _Run:
@@ -64,7 +61,7 @@ class _Run:
         self.options = options
         self.control = control
         self.observers = observers
-        self.shard = Shard.parse(settings.montage_shard)
+        self.shard = settings.shard()
         started_at = utc_now()
         self.summary = RunSummary(
             job_id=new_job_id(started_at),
@@ -75,43 +72,55 @@ class _Run:
             shard=self.shard.key,
         )
         self.log = logger.bind(job_id=self.summary.job_id)
-        self.control_session: StoreSession | None = None
-        # Worker threads check the lock on the control session; one connection, one caller at a time.
-        self._control_lock = threading.Lock()
 
-    def execute(self, session: StoreSession, checkin_source: CheckinSource | None) -> RunSummary:
-        """Plan, process and finish the run; every failure is recorded and reported to observers."""
-        summary = self.summary
-        self.control_session = session
+    def execute(self, checkin_source: CheckinSource | None) -> RunSummary:
         try:
-            session.ensure_migrated()
-            self._plan_and_process(session, checkin_source)
-        except BaseException as exc:
-            summary.status = getattr(exc, "status", "failed")
-            summary.finished_at = utc_now()
-            if not isinstance(exc, SchemaNotMigratedError):  # nowhere to record it
-                self._record(session, message=redact(f"{type(exc).__name__}: {exc}"))
-            self.observers.run_finished(summary)
-            if isinstance(exc, MontageVecError):
-                exc.run_summary = summary.fields()
-            raise
-        summary.status = "completed"
+            session = self.store.session()
+        except MontageVecError as exc:
+            return self._finish(exc, None)
+        with session:
+            try:
+                locked = session.try_lock_run(self.shard.key)
+            except MontageVecError as exc:
+                return self._finish(exc, None)
+            if not locked:
+                message = f"another run holds the lock for shard {self.shard.key}; nothing was touched"
+                return self._finish(RunLockedError(message), None)
+            try:
+                session.ensure_migrated()
+                self._plan_and_process(session, checkin_source)
+            except BaseException as exc:
+                self._finish(exc, session)
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt and the like: recorded, and still the caller's
+                return self.summary
+            return self._finish(None, session)
+
+    def _finish(self, error: BaseException | None, session: SqlSession | None) -> RunSummary:
+        """Set the final status, record the run (when it got as far as its lock) and tell observers."""
+        summary = self.summary
+        summary.error = error
+        summary.status = "completed" if error is None else _status_of(error)
         summary.finished_at = utc_now()
-        self._record(session)
+        if error is not None and not isinstance(error, MontageVecError):
+            self.log.opt(exception=error).error("the run failed on an unexpected error")
+        if session is not None and not isinstance(error, SchemaNotMigratedError):  # nowhere to record that
+            self._record(session)
         self.observers.run_finished(summary)
         return summary
 
-    def _plan_and_process(self, session: StoreSession, checkin_source: CheckinSource | None) -> None:
+    def _plan_and_process(self, session: SqlSession, checkin_source: CheckinSource | None) -> None:
+        """Plan on the control session; chunks read from `checkin_source`, else their own sessions."""
         summary = self.summary
+        source = checkin_source or session
         summary.watermark_from = session.read_watermark(self.shard.key)
         plan = plan_candidates(self.options, summary.as_of, summary.watermark_from, self.settings.watermark_overlap)
         summary.mode = plan.mode
         self._record(session)  # the run exists (and its started event) before anything can fail
         self.observers.run_started(summary)
-        planning_source = checkin_source or session
         planning_started = time.perf_counter()
-        data_time = planning_source.latest_data_time(not_after=summary.started_at)
-        users = find_candidates(plan, planning_source, session, self.shard)
+        data_time = source.latest_data_time(not_after=summary.started_at)
+        users = find_candidates(plan, source, session, self.shard)
         summary.candidates = len(users)
         summary.totals.seconds["candidates"] = time.perf_counter() - planning_started
         self.log.info(
@@ -125,60 +134,14 @@ class _Run:
             shard=self.shard.key,
             dry_run=self.options.dry_run,
         )
-        total_chunks = self._process_all(users, checkin_source)
-        if summary.chunks < total_chunks:
-            self._raise_stopped(len(users))
+        self._process_all(session, users, checkin_source)
         if plan.mode != "users" and not self.options.dry_run and data_time is not None:
             previous = summary.watermark_from
             summary.watermark_to = max(data_time, previous) if previous else data_time
             session.save_watermark(self.shard.key, summary.watermark_to, summary.job_id)
 
-    def _raise_stopped(self, candidates: int) -> None:
-        """Some chunks never ran because a stop was requested."""
-        status = self.control.reason or "interrupted"
-        raise RunInterrupted(
-            f"run {self.summary.job_id} stopped ({status}) after {self.summary.totals.users} of {candidates} "
-            "users; committed chunks stay, the watermark did not move",
-            status=status,
-            exit_code=self.control.exit_code,
-        )
-
-    def _ensure_lock_held(self) -> None:
-        """Stop the run when its lock is gone (e.g. the control connection died): another run may own it."""
-        if self.control_session is None:
-            return
-        with self._control_lock:
-            held = self.control_session.holds_run_lock(self.shard.key)
-        if not held:
-            self.control.request_stop("failed")
-            raise RunFailed(f"run {self.summary.job_id} lost its lock for shard {self.shard.key}; stopping")
-
-    def _record(self, session: StoreSession, message: str | None = None) -> None:
-        """Write the run log row and its batch_job event, on a new connection if the control one died.
-
-        A failure here is logged, never raised: it must not hide the run's own outcome.
-        """
-        if self.options.dry_run:
-            return
-        record = run_record(self.summary, message)
-        try:
-            with self._control_lock:
-                session.record_run(record)
-            return
-        except Exception as exc:
-            self.log.warning("recording the run failed; retrying on a new connection", error=redact(str(exc)))
-        try:
-            fresh = self.store.session()
-            try:
-                fresh.record_run(record)
-            finally:
-                close_quietly(fresh)
-        except Exception as exc:
-            self.log.error("could not record the run in the run log", error=redact(str(exc)))
-
-    def _process_all(self, users: pl.Series, checkin_source: CheckinSource | None) -> int:
-        """Process every chunk (skipping those not started before a stop); return the chunk count."""
-        sessions = ThreadSessions(self.store)
+    def _process_all(self, session: SqlSession, users: pl.Series, source: CheckinSource | None) -> None:
+        """Process every chunk, adding up results as they complete; raise if any did not commit."""
         context = ChunkContext(
             job_id=self.summary.job_id,
             as_of=self.summary.as_of,
@@ -188,45 +151,79 @@ class _Run:
             dry_run=self.options.dry_run,
             analytics=self.settings.enable_analytics,
         )
-        totals_lock = threading.Lock()
         warm_up()
+        first_error: BaseException | None = None
+        total_chunks = -(-len(users) // self.settings.montage_batch_size)
+        with (
+            ThreadSessions(self.store) as sessions,
+            ThreadPoolExecutor(self.settings.chunk_workers(), thread_name_prefix="chunk") as pool,
+        ):
+            for number, finished in self._completed_chunks(session, users, sessions, pool, context, source):
+                try:
+                    result = finished.result()
+                except BaseException as exc:
+                    if first_error is None:
+                        first_error = exc
+                        self.control.request_stop("failed")
+                    continue
+                self.summary.add_chunk(result)
+                self._log_chunk(number, total_chunks, result)
+                self.observers.chunk_finished(self.summary, result)
+        if first_error is not None:
+            raise first_error
+        if self.summary.chunks < total_chunks:
+            raise self._stopped(len(users))
 
-        def work(chunk_users: pl.Series, number: int) -> None:
-            if self.control.stopping:
+    def _completed_chunks(
+        self,
+        session: SqlSession,
+        users: pl.Series,
+        sessions: ThreadSessions,
+        pool: ThreadPoolExecutor,
+        context: ChunkContext,
+        source: CheckinSource | None,
+    ) -> Iterator[tuple[int, Future[ChunkResult]]]:
+        """(chunk number, its future) as chunks finish; a new chunk starts only while no stop is asked.
+
+        The run lock is checked before each chunk starts: when it is gone (its connection
+        died), another run may own the shard, and a failed future says so.
+        """
+        chunks = enumerate(chunked(users, self.settings.montage_batch_size), start=1)
+        in_flight: dict[Future[ChunkResult], int] = {}
+        while True:
+            while len(in_flight) < self.settings.chunk_workers() and not self.control.stopping:
+                upcoming = next(chunks, None)
+                if upcoming is None:
+                    break
+                number, chunk_users = upcoming
+                if not session.holds_run_lock(self.shard.key):
+                    in_flight[_failed(RunFailed(f"lost the run lock for shard {self.shard.key}; stopping"))] = number
+                    break
+                in_flight[pool.submit(self._process_chunk, sessions, source, chunk_users, context)] = number
+            if not in_flight:
                 return
-            self._ensure_lock_held()
-            result = self._process_with_retries(sessions, checkin_source, chunk_users, context)
-            if result.failures and not context.dry_run:
-                failures = pl.DataFrame(result.failures, schema=FAILURE_SCHEMA, orient="row")
-                sessions.current().record_failures(failures, context.job_id, utc_now())
-            with totals_lock:
-                self.summary.totals.add(result.counts_only())
-                self.summary.chunks += 1
-            self._log_chunk(number, result)
-            self.observers.chunk_finished(self.summary, result)
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for finished in done:
+                yield in_flight.pop(finished), finished
 
-        try:
-            with ThreadPoolExecutor(self.settings.chunk_workers(), thread_name_prefix="chunk") as pool:
-                chunks = chunked(users, self.settings.montage_batch_size)
-                futures = [pool.submit(work, chunk_users, number) for number, chunk_users in enumerate(chunks)]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failure = next((f.exception() for f in done if f.exception() is not None), None)
-                if failure is not None:
-                    self.control.request_stop("failed")
-                    wait(futures)
-                    raise failure
-        finally:
-            sessions.close_all()
-        return len(futures)
+    def _process_chunk(
+        self, sessions: ThreadSessions, source: CheckinSource | None, users: pl.Series, context: ChunkContext
+    ) -> ChunkResult:
+        """A worker's whole job for one chunk: process it (with retries) and list its failed users."""
+        result = self._process_with_retries(sessions, source, users, context)
+        if result.failures and not context.dry_run:
+            failures = pl.DataFrame(result.failures, schema=REJECTED_SCHEMA, orient="row")
+            sessions.current().record_failures(failures, context.job_id, utc_now())
+        return result
 
     def _process_with_retries(
-        self, sessions: ThreadSessions, checkin_source: CheckinSource | None, users: pl.Series, context: ChunkContext
+        self, sessions: ThreadSessions, source: CheckinSource | None, users: pl.Series, context: ChunkContext
     ) -> ChunkResult:
         attempts = self.settings.chunk_retry_attempts + 1
         for attempt in range(1, attempts + 1):
             try:
                 session = sessions.current()
-                return process_chunk(session, checkin_source or session, users, context)
+                return process_chunk(session, source or session, users, context)
             except MontageVecError as exc:
                 if not exc.transient:
                     raise
@@ -243,10 +240,40 @@ class _Run:
                 self.control.wait(backoff)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _log_chunk(self, number: int, result: ChunkResult) -> None:
+    def _stopped(self, candidates: int) -> RunInterrupted:
+        """Some chunks never ran because a stop was requested."""
+        status = self.control.reason or "interrupted"
+        return RunInterrupted(
+            f"run {self.summary.job_id} stopped ({status}) after {self.summary.totals.users} of {candidates} "
+            "users; committed chunks stay, the watermark did not move",
+            status=status,
+            exit_code=self.control.exit_code,
+        )
+
+    def _record(self, session: SqlSession) -> None:
+        """Write the run log row and its batch_job event, on a new connection if the control one died.
+
+        A failure here is logged, never raised: it must not hide the run's own outcome.
+        """
+        if self.options.dry_run:
+            return
+        record = run_record(self.summary)
+        try:
+            session.record_run(record)
+            return
+        except Exception as exc:
+            self.log.warning("recording the run failed; retrying on a new connection", error=redact(str(exc)))
+        try:
+            with self.store.session() as fresh:
+                fresh.record_run(record)
+        except Exception as exc:
+            self.log.error("could not record the run in the run log", error=redact(str(exc)))
+
+    def _log_chunk(self, number: int, total: int, result: ChunkResult) -> None:
         self.log.info(
             "chunk computed (dry run)" if self.options.dry_run else "chunk committed",
             chunk=number,
+            chunks=total,
             users=result.users,
             checkins=result.checkins,
             errors=len(result.failures),
@@ -254,3 +281,17 @@ class _Run:
             montages_removed=result.montages_removed,
             stage_seconds={stage: round(spent, 3) for stage, spent in result.seconds.items()},
         )
+
+
+def _status_of(error: BaseException) -> str:
+    if isinstance(error, RunLockedError):
+        return "locked"
+    if isinstance(error, RunInterrupted):
+        return error.status
+    return "failed"
+
+
+def _failed(error: BaseException) -> Future[ChunkResult]:
+    future: Future[ChunkResult] = Future()
+    future.set_exception(error)
+    return future

@@ -1,4 +1,8 @@
-"""The outcome of a run, as logged on its last line and stored in the run log."""
+"""The outcome of a run, as logged on its last line and stored in the run log.
+
+Only the thread that runs the job changes a RunSummary: workers hand back ChunkResults,
+and the run adds them up here as they complete.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from loguru import logger
+
 from montage_vec.config.durations import format_duration
+from montage_vec.config.secrets import redact
 from montage_vec.job.chunks import ChunkResult
-from montage_vec.stores.base import RunRecord
+from montage_vec.stores.records import RunRecord
 
 
 @dataclass
@@ -26,6 +33,17 @@ class RunSummary:
     totals: ChunkResult = field(default_factory=ChunkResult)
     watermark_from: datetime | None = None
     watermark_to: datetime | None = None
+    # Why the run did not complete; its exit_code, when it has one, is the process's (see the CLI).
+    error: BaseException | None = None
+
+    def add_chunk(self, result: ChunkResult) -> None:
+        """Count a finished chunk (its counts only: a run's totals must not grow with every user)."""
+        self.totals.add(result.counts_only())
+        self.chunks += 1
+
+    @property
+    def error_text(self) -> str | None:
+        return redact(str(self.error)) if self.error is not None else None
 
     @property
     def duration(self) -> timedelta:
@@ -33,8 +51,9 @@ class RunSummary:
         return end - self.started_at
 
     def fields(self) -> dict[str, Any]:
-        """The seed's summary fields plus what an operator tuning the job needs."""
+        """The old job's summary fields plus what an operator tuning the job needs."""
         totals = self.totals
+        failure = {"error": self.error_text, "error_type": type(self.error).__name__} if self.error else {}
         return {
             "job_id": self.job_id,
             "status": self.status,
@@ -53,10 +72,20 @@ class RunSummary:
             "checkins": totals.checkins,
             "chunks": self.chunks,
             "stage_seconds": {stage: round(spent, 3) for stage, spent in totals.seconds.items()},
+            **failure,
         }
 
 
-def run_record(summary: RunSummary, message: str | None = None) -> RunRecord:
+def log_outcome(summary: RunSummary) -> None:
+    """A run's last log line, wherever it ran (once, the scheduler, demo): the summary's fields."""
+    line = logger.bind(**summary.fields())
+    if summary.status == "completed":
+        line.info("Batch job completed")
+    else:
+        line.error("Batch job failed")
+
+
+def run_record(summary: RunSummary) -> RunRecord:
     """The run log row for the summary as it stands."""
     totals = summary.totals
     return RunRecord(
@@ -74,5 +103,5 @@ def run_record(summary: RunSummary, message: str | None = None) -> RunRecord:
         errors=len(totals.failures),
         general_montages=totals.general_montages,
         interest_montages=totals.interest_montages,
-        message=message,
+        message=f"{type(summary.error).__name__}: {summary.error_text}" if summary.error else None,
     )

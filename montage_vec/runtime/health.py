@@ -39,29 +39,25 @@ def run_health_checks(settings_loader: Callable[[], Settings] = load_settings) -
         ("user service", settings.user_service_url, settings.user_service_api_key),
     ):
         if url:
-            results.append(_service_check(name, url, key.get_secret_value() if key else None, settings))
+            results.append(_service_check(name, url, key.get_secret_value() if key else None))
     return results
 
 
 def _database_checks(settings: Settings) -> list[CheckResult]:
     target = settings.database()
     try:
-        with open_store(target, read_only=True) as store:
-            session = store.session()
+        with open_store(target, read_only=True) as store, store.session() as session:
+            session.ping()
             try:
-                session.ping()
-                try:
-                    session.ensure_migrated()
-                except MontageVecError as exc:
-                    return [CheckResult("database", True), CheckResult("schema migrated", False, str(exc))]
-            finally:
-                session.close()
+                session.ensure_migrated()
+            except MontageVecError as exc:
+                return [CheckResult("database", True), CheckResult("schema migrated", False, str(exc))]
     except MontageVecError as exc:
         return [CheckResult("database", False, f"{target.display}: {exc}")]
     return [CheckResult("database", True), CheckResult("schema migrated", True)]
 
 
-def _service_check(name: str, url: str, api_key: str | None, settings: Settings) -> CheckResult:
+def _service_check(name: str, url: str, api_key: str | None) -> CheckResult:
     headers = {API_KEY_HEADER: api_key} if api_key else {}
     try:
         response = httpx.get(url.rstrip("/") + HEALTH_PATH, headers=headers, timeout=5.0)

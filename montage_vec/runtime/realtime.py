@@ -16,8 +16,8 @@ import polars as pl
 from montage_vec.config import Settings
 from montage_vec.errors import ConfigError, MontageVecError
 from montage_vec.job.chunks import ChunkContext, process_chunk
-from montage_vec.job.plan import utc_now
-from montage_vec.stores.base import CheckinSource, Store
+from montage_vec.job.plan import new_job_id, utc_now
+from montage_vec.stores import CheckinSource, Store
 
 
 def regenerate_user(
@@ -30,22 +30,19 @@ def regenerate_user(
         raise ConfigError(f"not a user id: {user_id!r}") from None
     now = utc_now()
     context = ChunkContext(
-        job_id=f"realtime_{int(now.timestamp())}_{uuid.uuid4().hex[:6]}",
+        job_id=new_job_id(now, kind="realtime"),
         as_of=now,
         params=settings.montage_params(),
         generated_at=now,
         cache_ttl=settings.cache_ttl,
         analytics=settings.enable_analytics,
     )
-    session = store.session()
-    try:
+    with store.session() as session:
         session.ensure_migrated()
         result = process_chunk(session, checkin_source or session, pl.Series("user_id", [canonical]), context)
         if result.failures:
             raise MontageVecError(f"user {canonical} could not be processed: {result.failures[0][1]}")
         montages, items = session.user_montages(canonical)
-    finally:
-        session.close()
     item_rows = items.with_columns(pl.col(pl.Datetime).dt.to_string("iso")).to_dicts()
     for item in item_rows:  # one user's few dozen items, decoded for the JSON answer
         item["widget_metadata"] = json.loads(item["widget_metadata"])

@@ -15,9 +15,11 @@ from croniter import croniter
 from loguru import logger
 
 from montage_vec.config import Settings
-from montage_vec.errors import MontageVecError, RunLockedError
+from montage_vec.config.secrets import redact
+from montage_vec.errors import MontageVecError
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions, utc_now
+from montage_vec.job.summary import log_outcome
 from montage_vec.observability.metrics import JobMetrics
 from montage_vec.runtime.realtime import regenerate_user
 from montage_vec.runtime.server import JobHttpServer, Regenerate
@@ -60,16 +62,13 @@ def run_scheduler(settings: Settings, daemon: RunControl) -> None:
 
 
 def _scheduled_run(settings: Settings, daemon: RunControl, metrics: JobMetrics) -> dict[str, str]:
-    """One run; its failure is logged and reported on /healthz, never raised."""
+    """One run; its outcome is logged and reported on /healthz, never raised."""
     try:
         summary = run_once(settings, RunOptions(), RunControl(parent=daemon), metrics)
-    except RunLockedError as exc:
-        logger.warning("scheduled run skipped: another run holds the lock", error=str(exc))
-        return {"status": "skipped", "at": utc_now().isoformat()}
-    except MontageVecError as exc:
-        logger.error("Batch job failed", error=str(exc), error_type=type(exc).__name__)
-        return {"status": getattr(exc, "status", "failed"), "at": utc_now().isoformat()}
-    logger.bind(**summary.fields()).info("Batch job completed")
+    except MontageVecError as exc:  # the run could not even be set up (e.g. a service's settings)
+        logger.error("scheduled run could not start", error=redact(str(exc)), error_type=type(exc).__name__)
+        return {"status": "failed", "at": utc_now().isoformat()}
+    log_outcome(summary)
     return {"status": summary.status, "job_id": summary.job_id, "at": utc_now().isoformat()}
 
 

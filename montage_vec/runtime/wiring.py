@@ -18,8 +18,7 @@ from montage_vec.job.summary import RunSummary
 from montage_vec.observability.metrics import JobMetrics
 from montage_vec.services.checkin_service import CheckinService
 from montage_vec.services.user_service import CacheInvalidator
-from montage_vec.stores import open_store
-from montage_vec.stores.base import CheckinSource, Store
+from montage_vec.stores import CheckinSource, Store, open_store
 
 
 @dataclass
@@ -50,21 +49,20 @@ def run_once(
     """One run with everything the settings enable: timeout, observers, metrics push."""
     owned_store = store is None
     active_store = store or open_store(settings.database())
-    succeeded = False
+    summary: RunSummary | None = None
     try:
         with collaborators(settings, metrics) as wired, control.deadline(settings.batch_processing_timeout):
             summary = run_job(active_store, settings, options, control, wired.observers, wired.checkin_source)
-        succeeded = True
         return summary
     finally:
         if owned_store:
             active_store.close()
         if settings.pushgateway_url:
-            _push_metrics(settings, metrics, succeeded)
+            _push_metrics(settings, metrics, summary is not None and summary.status == "completed")
 
 
 def _push_metrics(settings: Settings, metrics: JobMetrics, succeeded: bool) -> None:
     try:
-        metrics.push(str(settings.pushgateway_url), settings.montage_shard, succeeded)
+        metrics.push(str(settings.pushgateway_url), settings.shard().key, succeeded)
     except MontageVecError as exc:
         logger.error("metrics push failed; the run's outcome stands", error=str(exc))

@@ -1,9 +1,15 @@
-"""Stores: where check-ins come from and montages go (DuckDB embedded, PostgreSQL in production)."""
+"""Stores: where check-ins come from and montages go (DuckDB embedded, PostgreSQL in production).
+
+One `SqlSession` class serves both databases; a small backend adapter per driver
+(`stores.backends`) says how to connect, stage frames and read its errors.
+"""
 
 from __future__ import annotations
 
 from montage_vec.config.database import DatabaseTarget
-from montage_vec.stores.base import CheckinSource, ChunkWrite, RunRecord, Store, StoreSession, WriteOutcome
+from montage_vec.stores.interfaces import AdminStore, CheckinSource, JobStore
+from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
+from montage_vec.stores.session import SqlSession, Store, Tables
 
 
 def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:
@@ -13,12 +19,23 @@ def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:
     for writing. PostgreSQL sessions are the same either way.
     """
     if target.kind == "duckdb":
-        from montage_vec.stores.duckdb_store import DuckDBStore
+        from montage_vec.stores.backends.duckdb import DuckDBBackend
 
-        return DuckDBStore(target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit)
-    from montage_vec.stores.postgres_store import PostgresStore
+        return Store(DuckDBBackend(target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit))
+    from montage_vec.stores.backends.postgres import PostgresBackend
 
-    return PostgresStore(target.location, read_location=target.read_location)
+    return Store(PostgresBackend(target.location, read_uri=target.read_location))
 
 
-__all__ = ["CheckinSource", "ChunkWrite", "RunRecord", "Store", "StoreSession", "WriteOutcome", "open_store"]
+__all__ = [
+    "AdminStore",
+    "CheckinSource",
+    "ChunkWrite",
+    "JobStore",
+    "RunRecord",
+    "SqlSession",
+    "Store",
+    "Tables",
+    "WriteOutcome",
+    "open_store",
+]

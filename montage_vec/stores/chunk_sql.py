@@ -1,56 +1,18 @@
-"""The statements of one chunk's write transaction, shared by both backends.
+"""The statements of one chunk's write transaction.
 
-Each backend first makes the chunk visible as three relations with text uuids (see
-`ChunkWrite`): `stage_users(user_id, job_id, occurred_at)`, `stage_montages(montage_nr, user_id,
-kind, interest, item_count, valid_until, generated_at, cache_expires_at, job_id)` and
-`stage_items(montage_nr, position, checkin_id, checkin_created_at, widget_type, widget_metadata)`.
-The statements below then run in order inside one transaction. Their `{...}` fields are filled
-from the backend's `Dialect` (constants, never input).
+The session first stages the chunk as three relations with text uuids (see `ChunkWrite`):
+`stage_users(user_id, job_id, occurred_at)`, `stage_montages(montage_nr, user_id, kind,
+interest, item_count, valid_until, generated_at, cache_expires_at, job_id)` and
+`stage_items(montage_nr, position, checkin_id, checkin_created_at, widget_type,
+widget_metadata)`. The statements below then run in order inside one transaction.
+`{montages}` and the other table placeholders are the job's tables; `{json}` and
+`{json_object}` are the backend's JSON type and object constructor (see `render`).
 
 Only montages whose content differs from what is stored are rewritten, so a re-run over
 unchanged data writes nothing and readers' caches stay valid.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """What differs between the backends in the chunk statements."""
-
-    json_type: str
-    json_object: str
-    # Joins `mi`, the stored item at each staged item's (montage, position).
-    stored_item_join: str
-    # Statistics for the chunk's temporary tables, which autovacuum never analyzes.
-    analyze_chunk_tables: bool = False
-    # `montage_id` membership in a subquery ({ids}) when deleting a chunk's items.
-    montage_id_in: str = '"montage_id" IN ({ids})'
-
-
-# PostgreSQL: a LATERAL probe per staged item keeps this to primary-key lookups; a plain join
-# lets the planner hash the whole montage_items table for every chunk.
-POSTGRES = Dialect(
-    json_type="jsonb",
-    json_object="jsonb_build_object",
-    stored_item_join="""LEFT JOIN LATERAL (
-        SELECT * FROM "montage_items" m
-        WHERE m."montage_id" = c."montage_id" AND m."position" = si."position" LIMIT 1
-    ) mi ON TRUE""",
-    analyze_chunk_tables=True,
-    # An array makes it primary-key probes; IN lets the planner hash all of montage_items.
-    montage_id_in='"montage_id" = ANY(ARRAY({ids}))',
-)
-# DuckDB: its vectorized hash join beats per-row probes.
-DUCKDB = Dialect(
-    json_type="JSON",
-    json_object="json_object",
-    stored_item_join=(
-        'LEFT JOIN "montage_items" mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"'
-    ),
-)
 
 # A montage id is derived from its key, so the same montage gets the same id in every
 # backend and every run; ids already stored (e.g. by the old job) are kept.
@@ -63,19 +25,40 @@ SELECT s."montage_nr", s."user_id"::UUID AS "user_id", s."kind", s."interest", s
         OR m."item_count" <> s."item_count"
         OR m."valid_until" IS DISTINCT FROM s."valid_until") AS "changed"
 FROM "stage_montages" s
-LEFT JOIN "montages" m
+LEFT JOIN {montages} m
   ON m."user_id" = s."user_id"::UUID AND m."kind" = s."kind" AND m."interest" = s."interest"
 """
 
 # Same count and same valid_until: the montage changed only if some position now holds
 # something else (positions are 0..n-1, so comparing staged positions covers all of them).
-MARK_CHANGED_ITEMS = """
+# PostgreSQL: a LATERAL probe per staged item keeps this to primary-key lookups; a plain
+# join lets the planner hash the whole montage_items table for every chunk.
+MARK_CHANGED_ITEMS_BY_PROBE = """
 UPDATE "chunk_montages" SET "changed" = TRUE
 WHERE NOT "changed" AND "montage_id" IN (
     SELECT c."montage_id"
     FROM "stage_items" si
     JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr" AND NOT c."changed"
-    {stored_item_join}
+    LEFT JOIN LATERAL (
+        SELECT * FROM {montage_items} m
+        WHERE m."montage_id" = c."montage_id" AND m."position" = si."position" LIMIT 1
+    ) mi ON TRUE
+    WHERE mi."montage_id" IS NULL
+       OR mi."checkin_id" <> si."checkin_id"::UUID
+       OR mi."checkin_created_at" <> si."checkin_created_at"
+       OR mi."widget_type" <> si."widget_type"
+       OR mi."widget_metadata" <> si."widget_metadata"::{json}
+)
+"""
+
+# DuckDB: its vectorized hash join beats per-row probes.
+MARK_CHANGED_ITEMS_BY_JOIN = """
+UPDATE "chunk_montages" SET "changed" = TRUE
+WHERE NOT "changed" AND "montage_id" IN (
+    SELECT c."montage_id"
+    FROM "stage_items" si
+    JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr" AND NOT c."changed"
+    LEFT JOIN {montage_items} mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"
     WHERE mi."montage_id" IS NULL
        OR mi."checkin_id" <> si."checkin_id"::UUID
        OR mi."checkin_created_at" <> si."checkin_created_at"
@@ -87,26 +70,35 @@ WHERE NOT "changed" AND "montage_id" IN (
 CREATE_CHUNK_STALE = """
 CREATE TEMP TABLE "chunk_stale" AS
 SELECT m."id" AS "montage_id", m."user_id"
-FROM "montages" m
+FROM {montages} m
 WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
   AND NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
 """
 
-# Items of stale montages and of montages about to be rewritten.
-REPLACED_MONTAGE_IDS = """(
+# Items of stale montages and of montages about to be rewritten. PostgreSQL: an array makes
+# it primary-key probes, where IN lets the planner hash all of montage_items.
+DELETE_REPLACED_ITEMS_BY_ARRAY = """
+DELETE FROM {montage_items} WHERE "montage_id" = ANY(ARRAY(
     SELECT "montage_id" FROM "chunk_stale"
     UNION ALL
     SELECT "montage_id" FROM "chunk_montages" WHERE "changed"
-)"""
-DELETE_REPLACED_ITEMS = 'DELETE FROM "montage_items" WHERE {replaced}'
+))
+"""
 
+DELETE_REPLACED_ITEMS_BY_JOIN = """
+DELETE FROM {montage_items} WHERE "montage_id" IN (
+    SELECT "montage_id" FROM "chunk_stale"
+    UNION ALL
+    SELECT "montage_id" FROM "chunk_montages" WHERE "changed"
+)
+"""
 
 DELETE_STALE_MONTAGES = """
-DELETE FROM "montages" WHERE "id" IN (SELECT "montage_id" FROM "chunk_stale")
+DELETE FROM {montages} WHERE "id" IN (SELECT "montage_id" FROM "chunk_stale")
 """
 
 UPSERT_CHANGED_MONTAGES = """
-INSERT INTO "montages" ("id", "user_id", "kind", "interest", "item_count", "generated_at",
+INSERT INTO {montages} ("id", "user_id", "kind", "interest", "item_count", "generated_at",
                         "cache_expires_at", "valid_until", "job_id")
 SELECT "montage_id", "user_id", "kind", "interest", "item_count", "generated_at",
        "cache_expires_at", "valid_until", "job_id"
@@ -120,7 +112,7 @@ ON CONFLICT ("user_id", "kind", "interest") DO UPDATE SET
 """
 
 INSERT_CHANGED_ITEMS = """
-INSERT INTO "montage_items" ("montage_id", "position", "checkin_id", "checkin_created_at",
+INSERT INTO {montage_items} ("montage_id", "position", "checkin_id", "checkin_created_at",
                              "widget_type", "widget_metadata")
 SELECT c."montage_id", si."position", si."checkin_id"::UUID, si."checkin_created_at",
        si."widget_type", si."widget_metadata"::{json}
@@ -145,7 +137,7 @@ GROUP BY u."user_id", u."job_id", u."occurred_at"
 
 # Outbox events. Ids derive from (type, aggregate, job): a retried chunk cannot duplicate them.
 INSERT_GENERATED_EVENTS = """
-INSERT INTO "montage_events" ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
+INSERT INTO {montage_events} ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
 SELECT md5('montage.generated/' || c."montage_id"::VARCHAR || '/' || c."job_id")::UUID,
        'montage.generated', c."montage_id"::VARCHAR, c."job_id", c."generated_at",
        {json_object}('user_id', c."user_id"::VARCHAR, 'kind', c."kind", 'interest', c."interest",
@@ -155,7 +147,7 @@ ON CONFLICT ("id") DO NOTHING
 """
 
 INSERT_INVALIDATED_EVENTS = """
-INSERT INTO "montage_events" ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
+INSERT INTO {montage_events} ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
 SELECT md5('montage.cache.invalidated/' || u."user_id" || '/' || u."job_id")::UUID,
        'montage.cache.invalidated', u."user_id", u."job_id", u."occurred_at",
        {json_object}('user_id', u."user_id", 'montages_written', u."montages_written",
@@ -165,7 +157,7 @@ ON CONFLICT ("id") DO NOTHING
 """
 
 CLEAR_RETRIES = """
-DELETE FROM "montage_retry_users" WHERE "user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
+DELETE FROM {montage_retry_users} WHERE "user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
 """
 
 SELECT_OUTCOME = """
@@ -176,30 +168,19 @@ SELECT
 
 SELECT_CHANGED_USERS = 'SELECT "user_id" FROM "chunk_changed_users" ORDER BY 1'
 
-DROP_CHUNK_TABLES = tuple(
-    f'DROP TABLE IF EXISTS "{name}"' for name in ("chunk_montages", "chunk_stale", "chunk_changed_users")
+DROP_CHUNK_TABLES = (
+    'DROP TABLE IF EXISTS "chunk_montages"',
+    'DROP TABLE IF EXISTS "chunk_stale"',
+    'DROP TABLE IF EXISTS "chunk_changed_users"',
 )
 
-
-def write_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
-    """The data-changing statements, in execution order, for a backend.
-
-    `analytics` adds one `montage.generated` event per written montage (ENABLE_ANALYTICS).
-    """
-    generated_events = (INSERT_GENERATED_EVENTS.format(json_object=dialect.json_object),) if analytics else ()
-    analyze = ('ANALYZE "chunk_montages"', 'ANALYZE "chunk_stale"') if dialect.analyze_chunk_tables else ()
-    return (
-        *DROP_CHUNK_TABLES,
-        CREATE_CHUNK_MONTAGES,
-        MARK_CHANGED_ITEMS.format(json=dialect.json_type, stored_item_join=dialect.stored_item_join),
-        CREATE_CHUNK_STALE,
-        *analyze,  # before the statements that pick montage_items rows by these tables
-        DELETE_REPLACED_ITEMS.format(replaced=dialect.montage_id_in.format(ids=REPLACED_MONTAGE_IDS)),
-        DELETE_STALE_MONTAGES,
-        UPSERT_CHANGED_MONTAGES,
-        INSERT_CHANGED_ITEMS.format(json=dialect.json_type),
-        CREATE_CHUNK_CHANGED_USERS,
-        *generated_events,
-        INSERT_INVALIDATED_EVENTS.format(json_object=dialect.json_object),
-        CLEAR_RETRIES,
-    )
+# Planner help on PostgreSQL: temporary tables are never auto-analyzed, and sorts/hashes of
+# a few hundred thousand rows should stay in memory.
+PREPARE_STAGED_CHUNK = (
+    "SET LOCAL work_mem = '64MB'",
+    'ANALYZE "stage_users"',
+    'ANALYZE "stage_montages"',
+    'ANALYZE "stage_items"',
+)
+# Before the statements that pick montage_items rows by these tables.
+ANALYZE_CHUNK_TABLES = ('ANALYZE "chunk_montages"', 'ANALYZE "chunk_stale"')

@@ -61,7 +61,6 @@ DEFAULTS: dict[str, Any] = {
     "db_connect_timeout": timedelta(seconds=10),
     "db_read_host": None,
     "db_max_open_conns": None,
-    "db_max_idle_conns": None,
     "duckdb_memory_limit": "256MB",
     "montage_max_items": 20,
     "montage_min_interest_occurrence": 3,

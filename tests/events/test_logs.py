@@ -176,12 +176,11 @@ def test_failing_connection_leaks_no_secret(run_cli, monkeypatch: pytest.MonkeyP
     assert "database" in result.stderr
     assert_nowhere(all_secrets, result.stdout, result.stderr)
 
-    # The exception itself, as an embedding caller would see it.
-    settings = load_settings()
-    with pytest.raises(MontageVecError) as failure:
-        wiring_run_once(settings, RunOptions(), RunControl(), JobMetrics())
-    shown = "".join(traceback.format_exception(failure.value))
-    assert_nowhere(all_secrets, str(failure.value), repr(failure.value), shown)
+    # The run's error itself, as an embedding caller would see it.
+    summary = wiring_run_once(load_settings(), RunOptions(), RunControl(), JobMetrics())
+    assert summary.status == "failed" and isinstance(summary.error, MontageVecError)
+    shown = "".join(traceback.format_exception(summary.error))
+    assert_nowhere(all_secrets, str(summary.error), repr(summary.error), shown, json.dumps(summary.fields()))
 
 
 def test_failing_connection_with_db_parts_leaks_no_secret(run_cli) -> None:

@@ -29,9 +29,8 @@ import pytest
 from montage_vec.config import load_settings
 from montage_vec.datagen import DEFAULT_AS_OF, SyntheticSpec, generate_checkins
 from montage_vec.engine import compute_montages
-from montage_vec.stores import open_store, queries
-from montage_vec.stores.pg_ids import uuid_array_literal
-from montage_vec.stores.postgres_store import EXTRACT_CHECKINS_FOR
+from montage_vec.stores import Tables, open_store, statements
+from montage_vec.stores.render import SqlValue, Timestamp, UuidArray, render
 from tests.helpers import (
     CHECKIN_FRAME_SCHEMA,
     _as_rows,
@@ -363,7 +362,7 @@ def test_killed_connections_fail_the_run_without_partial_chunks(postgres_url: st
     candidates = frame["user_id"].unique().sort().to_list()
     chunks = [candidates[i : i + 100] for i in range(0, len(candidates), 100)]
     committed = set()
-    for number, chunk in enumerate(chunks):
+    for number, chunk in enumerate(chunks, start=1):  # logs number chunks from 1
         present = {user for user in chunk if user in stored}
         if present:
             committed.add(number)
@@ -371,7 +370,7 @@ def test_killed_connections_fail_the_run_without_partial_chunks(postgres_url: st
     for user, rows in stored.items():
         assert rows == wanted[user], f"user {user} has a partial or wrong set of montages"
     logged = {entry["chunk"] for entry in job.logs if entry["message"] == "chunk committed"}
-    assert 0 in logged
+    assert 1 in logged
     # Every logged chunk is there; at most one more (its COMMIT went through as the connection died).
     assert logged <= committed and len(committed - logged) <= 1, (logged, committed)
     assert len(committed) < len(chunks), "the kill should stop the run before its end"
@@ -635,15 +634,18 @@ def explain(url: str, sql: str) -> str:
 def incremental_candidates_sql(since: datetime) -> str:
     """The check-in half of an incremental run's candidates, as the store renders it.
 
-    (This was the first branch of the old CANDIDATES_INCREMENTAL union; the montage and retry
-    halves are now queries.REVISIT_USERS, on the job's own small tables.)
+    (The montage and retry halves are statements.REVISIT_USERS, on the job's own small tables.)
     """
-    return str(queries.CHANGED_USERS.format(since=queries.timestamp_literal(since)))
+    return rendered(statements.CHANGED_USERS, since=Timestamp(since))
 
 
 def extraction_sql(user_ids: pl.Series) -> str:
-    """A chunk's extraction query, exactly as PostgresSession.extract_checkins renders it."""
-    return str(EXTRACT_CHECKINS_FOR.format(users=uuid_array_literal(user_ids)))
+    """A chunk's extraction query, exactly as SqlSession.extract_checkins renders it."""
+    return rendered(statements.EXTRACT_CHECKINS, user_ids=UuidArray.of(user_ids))
+
+
+def rendered(template: str, **values: SqlValue) -> str:
+    return render(template, "postgresql", {**Tables().placeholders(), **values})
 
 
 def test_bulk_paths_use_their_indexes(postgres_url: str) -> None:

@@ -1,0 +1,1 @@
+"""The database backends: a small adapter per driver under the one SQL session."""

@@ -1,0 +1,75 @@
+"""What a backend provides: a dialect, and connections that run SQL and stage frames.
+
+The SQL session (`stores.session`) holds everything the two databases share; a backend
+says only how to connect, how to move frames in and out, how transactions and run locks
+work, and what its driver errors mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import polars as pl
+
+from montage_vec.stores.faults import Fault
+from montage_vec.stores.render import Keyword
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Where the backends' SQL differs; everything else is shared text."""
+
+    name: str  # also the folder of its migrations under sql/
+    json_type: Keyword
+    json_object: Keyword
+    # Complete statements (see chunk_sql) where the fast plan differs per backend.
+    mark_changed_items: str
+    delete_replaced_items: str
+    # Statements run after staging a chunk, and after creating its work tables.
+    prepare_staged_chunk: tuple[str, ...] = ()
+    analyze_chunk_tables: tuple[str, ...] = ()
+
+
+class Connection(Protocol):
+    """One connection, used by one thread."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows (none for DDL and writes)."""
+
+    def fetch_frame(self, sql: str, *, replica: bool = False) -> pl.DataFrame:
+        """A query's result as a frame, streamed in bulk; `replica` allows a read replica."""
+
+    def stage(self, name: str, frame: pl.DataFrame) -> None:
+        """Make `frame` readable as the relation `name` until the transaction ends."""
+
+    def transaction(self, *, write: bool) -> AbstractContextManager[None]:
+        """Commit on success, roll back on any exception (which propagates unchanged)."""
+
+    def fault(self, exc: BaseException) -> Fault | None:
+        """What a driver error means; None for anything that is not the driver's."""
+
+    def try_lock(self, name: str) -> bool:
+        """Take a lock named `name` for this connection's lifetime; False when someone holds it."""
+
+    def holds_lock(self, name: str) -> bool:
+        """Whether this connection still holds the lock (False when the connection died)."""
+
+    def lock_transaction(self, name: str) -> None:
+        """Wait for a lock named `name` that the current transaction holds until it ends."""
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A database: opens connections to it."""
+
+    dialect: Dialect
+
+    def connect(self) -> Connection: ...
+
+    def close(self) -> None: ...

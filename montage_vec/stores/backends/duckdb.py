@@ -1,0 +1,152 @@
+"""The embedded default: a DuckDB file.
+
+One process holds the file read-write, which is the run lock. Threads get their own
+cursors; extraction and computation run in parallel while write transactions take turns,
+because DuckDB serialises writers to a file anyway and concurrent updates of one table
+conflict.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from montage_vec.config.secrets import redact
+from montage_vec.errors import RunLockedError, StoreError
+from montage_vec.stores import chunk_sql
+from montage_vec.stores.backends.base import Dialect
+from montage_vec.stores.faults import Fault, FaultKind
+from montage_vec.stores.render import Keyword
+
+DUCKDB = Dialect(
+    name="duckdb",
+    json_type=Keyword("JSON"),
+    json_object=Keyword("json_object"),
+    mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_JOIN,
+    delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_JOIN,
+)
+
+_KINDS: tuple[tuple[type[duckdb.Error], FaultKind], ...] = (
+    (duckdb.PermissionException, FaultKind.PERMISSION),
+    (duckdb.ConstraintException, FaultKind.DATA),
+    (duckdb.ConversionException, FaultKind.DATA),
+    (duckdb.OutOfRangeException, FaultKind.DATA),
+    (duckdb.InvalidInputException, FaultKind.DATA),
+    (duckdb.TransactionException, FaultKind.TRANSIENT),
+    (duckdb.IOException, FaultKind.TRANSIENT),
+    (duckdb.CatalogException, FaultKind.SCHEMA),
+    (duckdb.BinderException, FaultKind.SCHEMA),
+)
+
+
+class DuckDBBackend:
+    """The file is opened with the first connection, so that opening errors (another process
+    holds it, no such file) surface where the caller handles store errors."""
+
+    dialect = DUCKDB
+
+    def __init__(self, path: str, read_only: bool = False, memory_limit: str | None = None) -> None:
+        self._path = path
+        self._read_only = read_only
+        self._config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            self._config["memory_limit"] = memory_limit
+        self._database: duckdb.DuckDBPyConnection | None = None
+        self._open_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    def connect(self) -> DuckDBConnection:
+        with self._open_lock:
+            if self._database is None:
+                self._database = self._open()
+            cursor = self._database.cursor()
+        return DuckDBConnection(cursor, self._write_lock)
+
+    def close(self) -> None:
+        with self._open_lock:
+            if self._database is not None:
+                self._database.close()
+                self._database = None
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        path = self._path
+        if self._read_only and not Path(path).is_file():
+            raise StoreError(f"no DuckDB file at {path}")
+        if path != ":memory:" and not self._read_only:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return duckdb.connect(path, read_only=self._read_only, config=self._config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise RunLockedError(f"the DuckDB file {path} is in use by another process") from None
+            raise StoreError(f"cannot open DuckDB file {path}: {redact(str(exc))}") from None
+
+
+class DuckDBConnection:
+    dialect = DUCKDB
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, write_lock: threading.Lock) -> None:
+        self._cursor = cursor
+        self._write_lock = write_lock
+        self._staged: list[str] = []
+        self._cursor.execute("SET TimeZone = 'UTC'")
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        # Drained at once: DuckDB refuses new work on a cursor while a result is open.
+        return self._cursor.execute(sql, list(parameters)).fetchall()
+
+    def fetch_frame(self, sql: str, *, replica: bool = False) -> pl.DataFrame:
+        frame: pl.DataFrame = self._cursor.sql(sql).pl()
+        return frame
+
+    def stage(self, name: str, frame: pl.DataFrame) -> None:
+        self._cursor.register(name, frame)
+        self._staged.append(name)
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[None]:
+        with self._write_lock if write else nullcontext():
+            self._cursor.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                with suppress(duckdb.Error):  # an invalidated database cannot roll back; the error says why
+                    self._cursor.execute("ROLLBACK")
+                raise
+            else:
+                self._cursor.execute("COMMIT")
+            finally:
+                self._unstage()
+
+    def fault(self, exc: BaseException) -> Fault | None:
+        if not isinstance(exc, duckdb.Error):
+            return None
+        text = str(exc)
+        message = text.splitlines()[0] if text else type(exc).__name__
+        if "read-only mode" in message:
+            return Fault(FaultKind.PERMISSION, message)
+        kind = next((kind for error, kind in _KINDS if isinstance(exc, error)), FaultKind.OTHER)
+        return Fault(kind, message)
+
+    def try_lock(self, name: str) -> bool:
+        return True  # opening the file read-write already excluded every other process
+
+    def holds_lock(self, name: str) -> bool:
+        return True  # the file lock lasts as long as the process
+
+    def lock_transaction(self, name: str) -> None:
+        """Nothing to wait for: this process holds the file alone."""
+
+    def close(self) -> None:
+        self._cursor.close()
+
+    def _unstage(self) -> None:
+        for name in self._staged:
+            self._cursor.unregister(name)
+        self._staged.clear()

@@ -1,0 +1,222 @@
+"""PostgreSQL in production, through the ADBC driver.
+
+Bulk reads run without bound parameters so the driver streams them with binary COPY;
+frames are staged into temporary tables with `adbc_ingest` (binary COPY). Each connection
+is used by one thread only (the driver does not allow sharing). Run locks are session-level
+advisory locks, released by the server when the connection ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+import adbc_driver_postgresql.dbapi as dbapi
+import polars as pl
+
+from montage_vec.stores import chunk_sql
+from montage_vec.stores.backends.base import Dialect
+from montage_vec.stores.faults import Fault, FaultKind, store_error
+from montage_vec.stores.render import Keyword
+
+POSTGRES = Dialect(
+    name="postgresql",
+    json_type=Keyword("jsonb"),
+    json_object=Keyword("jsonb_build_object"),
+    mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_PROBE,
+    delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_ARRAY,
+    prepare_staged_chunk=chunk_sql.PREPARE_STAGED_CHUNK,
+    analyze_chunk_tables=chunk_sql.ANALYZE_CHUNK_TABLES,
+)
+
+SESSION_OPTIONS = {"options": "-c TimeZone=UTC", "application_name": "montage-vec"}
+
+# SQLSTATEs by meaning. Transient: connection exceptions, admin shutdown / crash, cancelled
+# statements, serialization failures, deadlocks, too many connections, lock not available.
+TRANSIENT_CLASSES = ("08",)
+TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "57014", "40001", "40P01", "53300", "55P03"})
+# Bad data (22), integrity (23), and errors raised by PL/pgSQL code such as triggers (P0).
+DATA_CLASSES = ("22", "23", "P0")
+# Insufficient privilege, authentication failures, a read-only transaction or server.
+PERMISSION_CLASSES = ("28",)
+PERMISSION_STATES = frozenset({"42501", "25006"})
+# Undefined table, column, object, function, schema.
+SCHEMA_STATES = frozenset({"42P01", "42703", "42704", "42883", "3F000"})
+
+LOCK_NAMESPACE = b"montage-vec/"
+TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock($1)"
+ADVISORY_TRANSACTION_LOCK = "SELECT pg_advisory_xact_lock($1)"
+# A bigint advisory key shows in pg_locks as classid (high 32 bits) and objid (low 32 bits).
+HOLDS_ADVISORY_LOCK = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+  AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1
+"""
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key per lock name."""
+    digest = hashlib.blake2b(LOCK_NAMESPACE + name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def session_uri(uri: str) -> str:
+    """The URI with UTC session time and an application name, unless the operator set them."""
+    parts = urlsplit(uri)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for key, value in SESSION_OPTIONS.items():
+        query.setdefault(key, value)
+    # libpq decodes %20 but not "+" as a space.
+    return parts._replace(query=urlencode(query, quote_via=quote)).geturl()
+
+
+def fault(exc: BaseException) -> Fault | None:
+    """What a driver error means, in the server's own words."""
+    if not isinstance(exc, dbapi.Error | OSError):
+        return None
+    message = _server_message(exc)
+    state = getattr(exc, "sqlstate", None)
+    if state is None:
+        # No SQLSTATE: the connection dropped, or an error surfaced mid-stream.
+        return Fault(FaultKind.TRANSIENT, f"connection problem: {message}")
+    if state in TRANSIENT_STATES or state.startswith(TRANSIENT_CLASSES):
+        kind = FaultKind.TRANSIENT
+    elif state.startswith(DATA_CLASSES):
+        kind = FaultKind.DATA
+    elif state in PERMISSION_STATES or state.startswith(PERMISSION_CLASSES):
+        kind = FaultKind.PERMISSION
+    elif state in SCHEMA_STATES:
+        kind = FaultKind.SCHEMA
+    else:
+        kind = FaultKind.OTHER
+    return Fault(kind, message, state)
+
+
+def _server_message(exc: BaseException) -> str:
+    """PG_DIAG_MESSAGE_PRIMARY, else the driver's first line (which starts with our statement)."""
+    details = dict(getattr(exc, "details", None) or [])
+    primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
+    if primary:
+        return bytes(primary).decode("utf-8", errors="replace")
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# A refused login carries no SQLSTATE through the driver, only the server's FATAL text.
+LOGIN_REFUSALS = ("password authentication failed", 'role "', "no pg_hba.conf entry", "permission denied for database")
+NO_SUCH_DATABASE = re.compile(r'database ".*" does not exist')
+
+
+def connect(uri: str) -> Any:
+    try:
+        return dbapi.connect(session_uri(uri))
+    except (dbapi.Error, OSError) as exc:
+        raise store_error(_connect_fault(exc)) from None
+
+
+def _connect_fault(exc: BaseException) -> Fault:
+    """Refused logins and missing databases are final; a server that does not answer may come back."""
+    found = fault(exc)
+    assert found is not None
+    if found.code is None:
+        message = str(exc)
+        if any(refusal in message for refusal in LOGIN_REFUSALS):
+            return Fault(FaultKind.PERMISSION, found.message)
+        if NO_SUCH_DATABASE.search(message):
+            return Fault(FaultKind.OTHER, found.message)
+    return found
+
+
+class PostgresBackend:
+    dialect = POSTGRES
+
+    def __init__(self, uri: str, read_uri: str | None = None) -> None:
+        self._uri = uri
+        self._read_uri = read_uri
+
+    def connect(self) -> PostgresConnection:
+        return PostgresConnection(connect(self._uri), self._read_uri)
+
+    def close(self) -> None:
+        """Connections are their sessions'; the backend holds none."""
+
+
+class PostgresConnection:
+    dialect = POSTGRES
+
+    def __init__(self, connection: Any, read_uri: str | None) -> None:
+        self._connection = connection
+        self._read_uri = read_uri
+        self._reader: Any | None = None
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, list(parameters) if parameters else None)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+    def fetch_frame(self, sql: str, *, replica: bool = False) -> pl.DataFrame:
+        if replica and self._read_uri is not None:
+            return self._fetch_from_replica(sql)
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql)
+            return _frame(cursor.fetch_arrow_table())
+
+    def stage(self, name: str, frame: pl.DataFrame) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.adbc_ingest(name, frame.to_arrow(), mode="replace", temporary=True)
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[None]:
+        # The driver opens a transaction with the first statement after each commit.
+        try:
+            yield
+        except BaseException:
+            # If the connection is gone, the server has rolled the transaction back itself.
+            with suppress(dbapi.Error, OSError):
+                self._connection.rollback()
+            raise
+        self._connection.commit()
+
+    def fault(self, exc: BaseException) -> Fault | None:
+        return fault(exc)
+
+    def try_lock(self, name: str) -> bool:
+        [(locked,)] = self.execute(TRY_ADVISORY_LOCK, [lock_key(name)])
+        return bool(locked)
+
+    def holds_lock(self, name: str) -> bool:
+        unsigned = lock_key(name) & 0xFFFF_FFFF_FFFF_FFFF
+        [(held,)] = self.execute(HOLDS_ADVISORY_LOCK, [unsigned >> 32, unsigned & 0xFFFF_FFFF])
+        return bool(held)
+
+    def lock_transaction(self, name: str) -> None:
+        self.execute(ADVISORY_TRANSACTION_LOCK, [lock_key(name)])
+
+    def close(self) -> None:
+        for connection in (self._reader, self._connection):
+            if connection is not None:
+                connection.close()
+
+    def _fetch_from_replica(self, sql: str) -> pl.DataFrame:
+        if self._reader is None:
+            self._reader = connect(self._read_uri or "")
+        try:
+            with self._reader.cursor() as cursor:
+                cursor.execute(sql)
+                table = cursor.fetch_arrow_table()
+            self._reader.commit()
+        except BaseException:
+            self._reader.close()
+            self._reader = None
+            raise
+        return _frame(table)
+
+
+def _frame(table: Any) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame

@@ -1,0 +1,268 @@
+"""The one SQL session over either backend, and the Store that hands sessions out.
+
+Every statement the two databases share lives here once; the backend's `Connection`
+only runs SQL, stages frames and reads its own errors. Every operation is one unit of
+work: a transaction whose driver errors are classified by `faults.store_error`, so the
+job sees the same StoreError for the same fault on DuckDB and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import polars as pl
+
+from montage_vec.engine.schema import CHECKIN_SCHEMA
+from montage_vec.errors import MontageVecError
+from montage_vec.stores import chunk_sql, migrations, statements
+from montage_vec.stores.backends.base import Backend, Connection, Dialect
+from montage_vec.stores.faults import store_error
+from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
+from montage_vec.stores.render import Identifier, SqlValue, Timestamp, UuidArray, render
+
+MIGRATION_LOCK = "migrate"
+
+
+def run_lock(shard: str) -> str:
+    return f"run/{shard}"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The relations statements name by placeholder: the job's tables and the check-in source."""
+
+    schema: str | None = None  # None: the connection's current schema
+
+    def placeholders(self) -> dict[str, Identifier]:
+        names = {
+            "checkins": "checkins",
+            "montages": "montages",
+            "montage_items": "montage_items",
+            "montage_job_runs": "montage_job_runs",
+            "montage_job_watermarks": "montage_job_watermarks",
+            "montage_retry_users": "montage_retry_users",
+            "montage_events": "montage_events",
+            "schema_migrations": migrations.MIGRATIONS_TABLE,
+        }
+        return {placeholder: Identifier(name, self.schema) for placeholder, name in names.items()}
+
+
+def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
+    """A chunk write's statements after staging, in order; `analytics` adds `montage.generated` events."""
+    return (
+        *dialect.prepare_staged_chunk,
+        *chunk_sql.DROP_CHUNK_TABLES,
+        chunk_sql.CREATE_CHUNK_MONTAGES,
+        dialect.mark_changed_items,
+        chunk_sql.CREATE_CHUNK_STALE,
+        *dialect.analyze_chunk_tables,
+        dialect.delete_replaced_items,
+        chunk_sql.DELETE_STALE_MONTAGES,
+        chunk_sql.UPSERT_CHANGED_MONTAGES,
+        chunk_sql.INSERT_CHANGED_ITEMS,
+        chunk_sql.CREATE_CHUNK_CHANGED_USERS,
+        *((chunk_sql.INSERT_GENERATED_EVENTS,) if analytics else ()),
+        chunk_sql.INSERT_INVALIDATED_EVENTS,
+        chunk_sql.CLEAR_RETRIES,
+    )
+
+
+class SqlSession:
+    """A JobStore, AdminStore and CheckinSource on one connection; use from one thread, as a context manager."""
+
+    def __init__(self, connection: Connection, tables: Tables | None = None) -> None:
+        self._connection = connection
+        self._dialect = connection.dialect
+        self._values: dict[str, SqlValue] = {
+            **(tables or Tables()).placeholders(),
+            "json": self._dialect.json_type,
+            "json_object": self._dialect.json_object,
+        }
+
+    def __enter__(self) -> SqlSession:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    # -- locking and schema -------------------------------------------------------------------
+
+    def try_lock_run(self, shard: str) -> bool:
+        with self._unit():
+            return self._connection.try_lock(run_lock(shard))
+
+    def holds_run_lock(self, shard: str) -> bool:
+        try:
+            with self._unit():
+                return self._connection.holds_lock(run_lock(shard))
+        except MontageVecError:
+            return False
+
+    def ping(self) -> None:
+        with self._unit():
+            self._run(statements.PING)
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations one transaction each, serialised against concurrent `migrate`s."""
+        available = migrations.package_migrations(self._dialect.name)
+        applied_now: list[str] = []
+        while True:
+            with self._unit(write=True):
+                self._connection.lock_transaction(MIGRATION_LOCK)
+                self._run(migrations.CREATE_MIGRATIONS_TABLE)
+                pending = migrations.pending_migrations(available, self._applied_migrations())
+                if not pending:
+                    return applied_now
+                migration = pending[0]
+                for statement in migration.statements():
+                    self._connection.execute(statement)
+                self._run(
+                    migrations.RECORD_MIGRATION,
+                    [migration.version, migration.name, migration.checksum, datetime.now(UTC)],
+                )
+            applied_now.append(migration.name)
+
+    def ensure_migrated(self) -> None:
+        available = migrations.package_migrations(self._dialect.name)
+        with self._unit():
+            [(exists,)] = self._run(migrations.MIGRATIONS_TABLE_EXISTS, [migrations.MIGRATIONS_TABLE])
+            applied = self._applied_migrations() if exists else None
+        migrations.require_migrated(available, applied)
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def latest_data_time(self, not_after: datetime) -> datetime | None:
+        return self._scalar(statements.LATEST_DATA_TIME, [not_after])  # type: ignore[no-any-return]
+
+    def changed_users(self, since: datetime) -> pl.Series:
+        return self._users(statements.CHANGED_USERS, since=Timestamp(since))
+
+    def all_users(self) -> pl.Series:
+        return self._users(statements.CHECKIN_USERS)
+
+    def revisit_users(self, as_of: datetime) -> pl.Series:
+        return self._users(statements.REVISIT_USERS, as_of=Timestamp(as_of))
+
+    def montage_users(self) -> pl.Series:
+        return self._users(statements.MONTAGE_USERS)
+
+    def read_watermark(self, shard: str) -> datetime | None:
+        return self._scalar(statements.READ_WATERMARK, [shard])  # type: ignore[no-any-return]
+
+    def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
+        with self._unit(write=True):
+            self._run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
+        sql = self._sql(statements.EXTRACT_CHECKINS, user_ids=UuidArray.of(user_ids))
+        with self._unit():
+            extracted = self._connection.fetch_frame(sql, replica=True)
+        return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
+
+    def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
+        with self._unit(write=True):
+            self._connection.stage("stage_users", chunk.staged_users())
+            self._connection.stage("stage_montages", chunk.staged_montages())
+            self._connection.stage("stage_items", chunk.staged_items())
+            for statement in chunk_statements(self._dialect, chunk.analytics):
+                self._run(statement)
+            [(written, removed)] = self._run(chunk_sql.SELECT_OUTCOME)
+            changed_users = self._connection.fetch_frame(chunk_sql.SELECT_CHANGED_USERS)["user_id"].to_list()
+        return WriteOutcome(int(written), int(removed), sorted(changed_users))
+
+    def record_failures(self, failures: pl.DataFrame, job_id: str, failed_at: datetime) -> None:
+        with self._unit(write=True):
+            self._connection.stage("stage_failures", failures)
+            self._run(statements.RECORD_FAILURES, [job_id, failed_at])
+
+    def record_run(self, run: RunRecord) -> None:
+        event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
+        with self._unit(write=True):
+            self._run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
+            self._run(statements.RECORD_JOB_EVENT, event)
+
+    # -- demo and inspection ------------------------------------------------------------------
+
+    def load_checkins(self, checkins: pl.DataFrame) -> int:
+        staged = checkins.select(statements.CHECKIN_COLUMNS)
+        with self._unit(write=True):
+            self._connection.stage("stage_checkins", staged)
+            self._run(statements.UPSERT_CHECKINS)
+        return staged.height
+
+    def user_montages(self, user_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        user = UuidArray.of([user_id])
+        with self._unit():
+            montages = self._connection.fetch_frame(self._sql(statements.USER_MONTAGES, user_ids=user))
+            items = self._connection.fetch_frame(self._sql(statements.USER_ITEMS, user_ids=user))
+        return montages, items
+
+    def user_with_most_interests(self) -> str | None:
+        return self._scalar(statements.USER_WITH_MOST_INTERESTS)  # type: ignore[no-any-return]
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _unit(self, *, write: bool = False) -> Iterator[None]:
+        """One transaction; a driver error leaves it as the classified StoreError."""
+        try:
+            with self._connection.transaction(write=write):
+                yield
+        except MontageVecError:
+            raise
+        except Exception as exc:
+            fault = self._connection.fault(exc)
+            if fault is None:
+                raise
+            raise store_error(fault) from None
+
+    def _sql(self, template: str, **values: SqlValue) -> str:
+        return render(template, self._dialect.name, {**self._values, **values})
+
+    def _run(self, template: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._connection.execute(self._sql(template), parameters)
+
+    def _scalar(self, template: str, parameters: Sequence[Any] = ()) -> Any:
+        with self._unit():
+            rows = self._run(template, parameters)
+        return rows[0][0] if rows else None
+
+    def _users(self, template: str, **values: SqlValue) -> pl.Series:
+        sql = self._sql(template, **values)
+        with self._unit():
+            return self._connection.fetch_frame(sql)["user_id"]
+
+    def _applied_migrations(self) -> list[migrations.AppliedMigration]:
+        rows = self._run(migrations.APPLIED_MIGRATIONS)
+        return [migrations.AppliedMigration(int(version), name, checksum) for version, name, checksum in rows]
+
+
+class Store:
+    """A database: hands out one SqlSession per thread (a DuckDB cursor, a PostgreSQL connection)."""
+
+    def __init__(self, backend: Backend, tables: Tables | None = None) -> None:
+        self._backend = backend
+        self._tables = tables or Tables()
+
+    def session(self) -> SqlSession:
+        """A new session for the calling thread; use it as a context manager."""
+        return SqlSession(self._backend.connect(), self._tables)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

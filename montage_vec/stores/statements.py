@@ -1,0 +1,122 @@
+"""Read and bookkeeping statements, the same text on both backends.
+
+Table placeholders (`{checkins}`, `{montages}`, ...) are filled by `render` from the
+session's `Tables`; values are bound parameters (`$1`), except where a statement names a
+rendered `Timestamp` or `UuidArray`.
+"""
+
+from __future__ import annotations
+
+RUN_COLUMNS = (
+    "job_id", "shard", "mode", "as_of", "started_at", "finished_at", "status", "watermark_from",
+    "watermark_to", "processed", "successful", "errors", "general_montages", "interest_montages", "message",
+)  # fmt: skip
+
+CHECKIN_COLUMNS = (
+    "id", "user_id", "created_at", "updated_at", "deleted_at", "privacy", "text_content", "media_url",
+    "media_type", "thumbnail_url", "location_name", "tags",
+)  # fmt: skip
+_UUID_COLUMNS = ("id", "user_id")
+
+# -- planning -------------------------------------------------------------------------------
+
+# Rows stamped later than the run's start (clock skew, bad imports) must not drag the
+# watermark into the future: changes committed later with saner stamps would be skipped.
+LATEST_DATA_TIME = 'SELECT max("updated_at") FROM {checkins} WHERE "updated_at" <= $1'
+
+CHECKIN_USERS = 'SELECT DISTINCT "user_id"::VARCHAR AS "user_id" FROM {checkins}'
+
+CHANGED_USERS = 'SELECT DISTINCT "user_id"::VARCHAR AS "user_id" FROM {checkins} WHERE "updated_at" > {since}'
+
+MONTAGE_USERS = """
+SELECT "user_id"::VARCHAR AS "user_id" FROM {montages}
+UNION
+SELECT "user_id"::VARCHAR FROM {montage_retry_users}
+"""
+
+REVISIT_USERS = """
+SELECT "user_id"::VARCHAR AS "user_id" FROM {montages} WHERE "valid_until" <= {as_of}
+UNION
+SELECT "user_id"::VARCHAR FROM {montage_retry_users}
+"""
+
+READ_WATERMARK = 'SELECT "watermark" FROM {montage_job_watermarks} WHERE "shard" = $1'
+
+SAVE_WATERMARK = """
+INSERT INTO {montage_job_watermarks} ("shard", "watermark", "job_id", "updated_at")
+VALUES ($1, $2, $3, $4)
+ON CONFLICT ("shard") DO UPDATE SET
+    "watermark" = excluded."watermark", "job_id" = excluded."job_id", "updated_at" = excluded."updated_at"
+"""
+
+# -- extraction -------------------------------------------------------------------------------
+
+# The engine's check-in columns for a chunk of users.
+EXTRACT_CHECKINS = """
+SELECT c."id"::VARCHAR AS "id", c."user_id"::VARCHAR AS "user_id", c."created_at", c."deleted_at",
+       c."privacy", c."text_content", c."media_url", c."media_type", c."thumbnail_url",
+       c."location_name", c."tags"
+FROM {checkins} c
+WHERE c."user_id" = ANY({user_ids})
+"""
+
+# -- bookkeeping ------------------------------------------------------------------------------
+
+RECORD_RUN = f"""
+INSERT INTO {{montage_job_runs}} ({", ".join(f'"{c}"' for c in RUN_COLUMNS)})
+VALUES ({", ".join(f"${i}" for i in range(1, len(RUN_COLUMNS) + 1))})
+ON CONFLICT ("job_id") DO UPDATE SET
+    {", ".join(f'"{c}" = excluded."{c}"' for c in RUN_COLUMNS[5:])}
+"""  # noqa: S608 - built once from the constant column list above
+
+# $1 type, $2 job_id (also the aggregate), $3 occurred_at, $4 payload (JSON text).
+# Ids follow the one formula md5(type/aggregate/job_id).
+RECORD_JOB_EVENT = """
+INSERT INTO {montage_events} ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
+VALUES (md5($1 || '/' || $2 || '/' || $2)::UUID, $1, $2, $2, $3, $4::{json})
+ON CONFLICT ("id") DO NOTHING
+"""
+
+# $1 job_id, $2 failed_at; rows come from the staged relation "stage_failures"(user_id, error).
+RECORD_FAILURES = """
+INSERT INTO {montage_retry_users} ("user_id", "error", "attempts", "first_failed_at", "last_failed_at", "job_id")
+SELECT "user_id"::UUID, "error", 1, $2, $2, $1 FROM "stage_failures"
+ON CONFLICT ("user_id") DO UPDATE SET
+    "error" = excluded."error",
+    "attempts" = {montage_retry_users}."attempts" + 1,
+    "last_failed_at" = excluded."last_failed_at",
+    "job_id" = excluded."job_id"
+"""
+
+# -- demo, tests and inspection -----------------------------------------------------------------
+
+# Rows come from the staged relation "stage_checkins" with text uuids.
+UPSERT_CHECKINS = f"""
+INSERT INTO {{checkins}} ({", ".join(f'"{c}"' for c in CHECKIN_COLUMNS)})
+SELECT {", ".join(f'"{c}"::UUID' if c in _UUID_COLUMNS else f'"{c}"' for c in CHECKIN_COLUMNS)}
+FROM "stage_checkins"
+ON CONFLICT ("id") DO UPDATE SET
+    {", ".join(f'"{c}" = excluded."{c}"' for c in CHECKIN_COLUMNS[1:])}
+"""  # noqa: S608 - built once from the constant column list above
+
+USER_WITH_MOST_INTERESTS = """
+SELECT "user_id"::VARCHAR FROM {montages} WHERE "kind" = 'interest'
+GROUP BY "user_id" ORDER BY count(*) DESC, "user_id" LIMIT 1
+"""
+
+USER_MONTAGES = """
+SELECT "id"::VARCHAR AS "id", "kind", "interest", "item_count", "generated_at", "cache_expires_at",
+       "valid_until", "job_id"
+FROM {montages} WHERE "user_id" = ANY({user_ids})
+ORDER BY "kind", "interest"
+"""
+
+USER_ITEMS = """
+SELECT m."kind", m."interest", i."position", i."checkin_id"::VARCHAR AS "checkin_id",
+       i."checkin_created_at", i."widget_type", i."widget_metadata"::VARCHAR AS "widget_metadata"
+FROM {montage_items} i JOIN {montages} m ON m."id" = i."montage_id"
+WHERE m."user_id" = ANY({user_ids})
+ORDER BY m."kind", m."interest", i."position"
+"""
+
+PING = "SELECT 1"
