@@ -1,30 +1,25 @@
 """The `montage-vec` command line (alias `montage-batch`).
 
 This is the only place that turns exceptions into exit codes and the only place that
-configures log sinks.
+configures log sinks. Commands import what they need when they run, so that `--help`,
+`health` and every child process start without loading what they never use.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from loguru import logger
 
 from montage_vec.config import Settings, load_settings, redact, requested_batch_mode
 from montage_vec.errors import ConfigError, MontageVecError
-from montage_vec.job.control import RunControl
-from montage_vec.job.plan import RunOptions
-from montage_vec.job.summary import RunSummary, log_outcome
 from montage_vec.observability.logging import configure_logging
-from montage_vec.observability.metrics import JobMetrics
-from montage_vec.observability.signals import stop_on_signals
-from montage_vec.runtime.health import run_health_checks
-from montage_vec.runtime.scheduler import run_scheduler
-from montage_vec.runtime.wiring import run_once
-from montage_vec.stores import open_store
+
+if TYPE_CHECKING:
+    from montage_vec.job.summary import RunSummary
 
 EXIT_UNEXPECTED = 1
 
@@ -81,6 +76,8 @@ def cli(ctx: click.Context) -> None:
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Apply the pending migrations to the job's tables (each once, in order)."""
+    from montage_vec.stores import open_store
+
     settings = settings_from(ctx)
     with open_store(settings.database()) as store, store.session() as session:
         applied = session.migrate()
@@ -105,6 +102,13 @@ def once(
     concurrency: int | None = None,
 ) -> None:
     """Run the batch job once and exit."""
+    from montage_vec.job.control import RunControl
+    from montage_vec.job.plan import RunOptions
+    from montage_vec.job.summary import log_outcome
+    from montage_vec.observability.metrics import JobMetrics
+    from montage_vec.observability.signals import stop_on_signals
+    from montage_vec.runtime.wiring import run_once
+
     settings = settings_from(
         ctx,
         montage_batch_size=batch_size,
@@ -126,6 +130,10 @@ def once(
 @click.pass_context
 def scheduler(ctx: click.Context) -> None:
     """Run as a daemon: the job on MONTAGE_SCHEDULE, /healthz and /metrics on METRICS_PORT."""
+    from montage_vec.job.control import RunControl
+    from montage_vec.observability.signals import stop_on_signals
+    from montage_vec.runtime.scheduler import run_scheduler
+
     settings = settings_from(ctx)
     if not settings.enable_batch_processing:
         logger.info("batch processing is disabled (ENABLE_BATCH_PROCESSING=false); nothing to do")
@@ -138,6 +146,8 @@ def scheduler(ctx: click.Context) -> None:
 @cli.command()
 def health() -> None:
     """Check configuration, database, schema and services; never runs the job."""
+    from montage_vec.runtime.health import run_health_checks
+
     results = run_health_checks()
     failed = [result for result in results if not result.ok]
     for result in failed:
@@ -153,6 +163,7 @@ def health() -> None:
 def show(ctx: click.Context, user_id: str) -> None:
     """Print a user's stored montages and items."""
     from montage_vec.cli.render import render_user_montages
+    from montage_vec.stores import open_store
 
     settings = settings_from(ctx, user_id_filter=[user_id])  # validates and canonicalises the id
     user_id = settings.user_id_filter[0]

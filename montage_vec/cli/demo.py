@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import click
-import polars as pl
 from loguru import logger
 
 from montage_vec.cli.app import exit_on_failure, settings_from
-from montage_vec.cli.render import render_user_montages
-from montage_vec.datagen import SyntheticSpec, iter_checkin_batches
 from montage_vec.errors import ConfigError
-from montage_vec.job.plan import RunOptions, utc_now
-from montage_vec.job.runner import run_job
-from montage_vec.job.summary import log_outcome
-from montage_vec.stores import open_store
 
 
 @click.command()
@@ -22,6 +15,15 @@ from montage_vec.stores import open_store
 @click.pass_context
 def demo(ctx: click.Context, users: int, seed: int) -> None:
     """Fill the embedded database with synthetic check-ins and run the job on them."""
+    import polars as pl
+
+    from montage_vec.cli.render import render_user_montages
+    from montage_vec.datagen import SyntheticSpec, iter_checkin_batches
+    from montage_vec.job.plan import RunOptions, utc_now
+    from montage_vec.job.runner import run_job
+    from montage_vec.job.summary import log_outcome
+    from montage_vec.stores import open_store
+
     settings = settings_from(ctx)
     target = settings.database()
     if target.kind != "duckdb":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,8 +21,10 @@ from montage_vec.config.database import DatabaseTarget, resolve_database
 from montage_vec.config.durations import parse_duration
 from montage_vec.config.secrets import redact, register_secret
 from montage_vec.config.shard import Shard
-from montage_vec.engine.params import MontageParams
 from montage_vec.errors import ConfigError
+
+if TYPE_CHECKING:  # the engine imports Polars, which `--help` and `health` never need
+    from montage_vec.engine.params import MontageParams
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -158,6 +160,8 @@ class Settings(BaseSettings):
         return shown
 
     def montage_params(self) -> MontageParams:
+        from montage_vec.engine.params import MontageParams
+
         return MontageParams(
             max_items=self.montage_max_items,
             min_interest_occurrence=self.montage_min_interest_occurrence,

@@ -3,7 +3,6 @@
 from montage_vec.engine.montages import MontageSet, compute_montages
 from montage_vec.engine.params import MontageParams
 from montage_vec.engine.schema import CHECKIN_SCHEMA, ITEM_SCHEMA, MONTAGE_SCHEMA
-from montage_vec.engine.tags import warm_up
 
 __all__ = [
     "CHECKIN_SCHEMA",
@@ -12,5 +11,4 @@ __all__ = [
     "MontageParams",
     "MontageSet",
     "compute_montages",
-    "warm_up",
 ]

@@ -9,11 +9,14 @@ kernels get us there with two differences that we close explicitly:
 * Polars' case tables may follow a newer Unicode version than this interpreter's
   `unicodedata` (e.g. letters assigned in Unicode 16 lower-case in Polars but not in
   Python 3.11). Tags holding one of those rare code points are lower-cased by Python.
+  Finding those code points takes a few tenths of a second, so it happens once per
+  process, and only when a tag outside ASCII shows up (ASCII case mapping never differs).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from functools import cache
 
 import polars as pl
@@ -32,8 +35,17 @@ def python_whitespace() -> str:
     return "".join(chr(code) for code in range(sys.maxunicode + 1) if chr(code).isspace())
 
 
-@cache
+_scan_lock = threading.Lock()  # chunk workers share one scan instead of each running its own
+
+
 def lowercase_exceptions() -> tuple[str, ...]:
+    """The code points of `_scan_lowercase_exceptions`, computed once per process."""
+    with _scan_lock:
+        return _scan_lowercase_exceptions()
+
+
+@cache
+def _scan_lowercase_exceptions() -> tuple[str, ...]:
     """Code points for which Polars' lower-casing can differ from this interpreter's `str.lower`.
 
     Besides a code point's own mapping, its case properties matter: Σ becomes ς or σ
@@ -55,16 +67,12 @@ def lowercase_exceptions() -> tuple[str, ...]:
     return tuple(found)
 
 
-def warm_up() -> None:
-    """Build the one-off tables now (once per process), not inside concurrent chunk workers."""
-    python_whitespace()
-    lowercase_exceptions()
-
-
 def normalize_tag_values(raw_tags: pl.Series) -> pl.Series:
     """Strip and lower-case each tag exactly as `str.strip().lower()` would."""
     stripped = raw_tags.str.strip_chars(python_whitespace())
     lowered = stripped.str.to_lowercase()
+    if not (stripped.str.len_bytes() != stripped.str.len_chars()).any():
+        return lowered  # ASCII only
     exceptions = lowercase_exceptions()
     if exceptions and len(stripped):
         needs_python = stripped.str.contains_any(list(exceptions)).fill_null(False)

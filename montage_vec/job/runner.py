@@ -21,7 +21,6 @@ from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
-from montage_vec.engine import warm_up
 from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, SchemaNotMigratedError
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
@@ -151,7 +150,6 @@ class _Run:
             dry_run=self.options.dry_run,
             analytics=self.settings.enable_analytics,
         )
-        warm_up()
         first_error: BaseException | None = None
         total_chunks = -(-len(users) // self.settings.montage_batch_size)
         with (

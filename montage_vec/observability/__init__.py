@@ -1,1 +1,1 @@
-"""Edges that report on the job: logs (and, with the operations issue, events and metrics)."""
+"""Edges that report on the job: log sinks, Prometheus metrics, and the signals that stop a run."""
