@@ -51,14 +51,19 @@ ON CONFLICT ("shard") DO UPDATE SET
 
 # -- extraction -------------------------------------------------------------------------------
 
-# The engine's check-in columns for a chunk of users.
-EXTRACT_CHECKINS = """
+# The engine's check-in columns for a chunk of users, who come as a uuid array literal
+# (PostgreSQL: keeps the driver's streaming COPY, and works on a read replica) or as the
+# staged relation "stage_users" (DuckDB: a join with a registered frame is the fastest).
+_EXTRACT_CHECKINS = """
 SELECT c."id"::VARCHAR AS "id", c."user_id"::VARCHAR AS "user_id", c."created_at", c."deleted_at",
        c."privacy", c."text_content", c."media_url", c."media_type", c."thumbnail_url",
        c."location_name", c."tags"
 FROM {checkins} c
-WHERE c."user_id" = ANY({user_ids})
 """
+EXTRACT_CHECKINS_OF_ARRAY = _EXTRACT_CHECKINS + 'WHERE c."user_id" = ANY({user_ids})'
+EXTRACT_CHECKINS_OF_STAGED_USERS = (
+    _EXTRACT_CHECKINS + 'WHERE c."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'  # noqa: S608 - constants
+)
 
 # -- bookkeeping ------------------------------------------------------------------------------
 

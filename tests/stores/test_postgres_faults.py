@@ -641,7 +641,7 @@ def incremental_candidates_sql(since: datetime) -> str:
 
 def extraction_sql(user_ids: pl.Series) -> str:
     """A chunk's extraction query, exactly as SqlSession.extract_checkins renders it."""
-    return rendered(statements.EXTRACT_CHECKINS, user_ids=UuidArray.of(user_ids))
+    return rendered(statements.EXTRACT_CHECKINS_OF_ARRAY, user_ids=UuidArray.of(user_ids))
 
 
 def rendered(template: str, **values: SqlValue) -> str:

@@ -130,7 +130,7 @@ def test_the_collection_finds_the_statements_that_matter() -> None:
     """Guards the parametrisation below: an empty or partial collection would prove nothing."""
     ids = {template_id for template_id, _, _ in TEMPLATES}
     for expected in (
-        "statements.EXTRACT_CHECKINS",
+        "statements.EXTRACT_CHECKINS_OF_ARRAY",
         "statements.RECORD_RUN",
         "statements.UPSERT_CHECKINS",
         "statements.RECORD_FAILURES",

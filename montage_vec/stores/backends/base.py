@@ -25,7 +25,9 @@ class Dialect:
     name: str  # also the folder of its migrations under sql/
     json_type: Keyword
     json_object: Keyword
-    # Complete statements (see chunk_sql) where the fast plan differs per backend.
+    # Complete statements where the fast plan differs per backend.
+    extract_checkins: str  # see statements.EXTRACT_CHECKINS_OF_*
+    extract_from_staged_users: bool  # True: extract_checkins reads "stage_users", else {user_ids}
     mark_changed_items: str
     delete_replaced_items: str
     # Statements run after staging a chunk, and after creating its work tables.

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import adbc_driver_postgresql.dbapi as dbapi
 import polars as pl
 
-from montage_vec.stores import chunk_sql
+from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import Fault, FaultKind, store_error
 from montage_vec.stores.render import Keyword
@@ -27,6 +27,8 @@ POSTGRES = Dialect(
     name="postgresql",
     json_type=Keyword("jsonb"),
     json_object=Keyword("jsonb_build_object"),
+    extract_checkins=statements.EXTRACT_CHECKINS_OF_ARRAY,
+    extract_from_staged_users=False,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_PROBE,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_ARRAY,
     prepare_staged_chunk=chunk_sql.PREPARE_STAGED_CHUNK,
