@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
 
-from montage_vec.config import load_settings
-from montage_vec.stores import open_store
-from tests.helpers import checkin, days, load_checkins, new_id, query
-from tests.job._support import AS_OF, montage_ids
+from tests.support.cli import RunCli
+from tests.support.data import AS_OF, checkin, days, load_checkins, montage_ids, new_id
+from tests.support.database import query
+from tests.support.processes import job_env, run_job
 
 SECRET = "secretpw"
 EXIT_CONFIG = 2  # ConfigError
 EXIT_NOT_MIGRATED = 3  # SchemaNotMigratedError
 RUN_MESSAGES = ("Batch job started", "chunk committed", "Batch job completed")
-
-
-def scripts_dir() -> Path:
-    return Path(sys.executable).parent
-
-
-def everything(result: Any) -> str:
-    return result.stdout + result.stderr
 
 
 # -- migrate and show ----------------------------------------------------------------------------
@@ -85,23 +73,13 @@ def test_show_prints_the_users_montages(database_url: str, run_cli) -> None:
     assert f"user {stranger} has no montages" in nobody.stdout
 
 
-@pytest.mark.postgres
-def test_show_accepts_an_upper_case_user_id_on_postgresql(postgres_url: str, run_cli) -> None:
-    user = new_id()
-    load_checkins(postgres_url, [checkin(user, AS_OF - days(1))])
-    assert run_cli("once", "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": postgres_url}).exit_code == 0
-    shown = run_cli("show", "--user-id", user.upper(), env={"DATABASE_URL": postgres_url})
-    assert shown.exit_code == 0, shown.stderr
-    assert ": 1 montage(s)" in shown.stdout
-
-
 def test_show_rejects_a_user_id_that_is_not_a_uuid(database_url: str, run_cli) -> None:
     load_checkins(database_url, [checkin(new_id(), AS_OF - days(1))])
     assert run_cli("once", "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": database_url}).exit_code == 0
     result = run_cli("show", "--user-id", "alice", env={"DATABASE_URL": database_url})
-    assert "Traceback" not in everything(result)
+    assert "Traceback" not in result.everything()
     assert "unexpected" not in result.stderr
-    assert result.exit_code == EXIT_CONFIG, everything(result)
+    assert result.exit_code == EXIT_CONFIG, result.everything()
     assert "not a uuid" in result.stderr and "alice" in result.stderr
 
 
@@ -112,7 +90,7 @@ def test_once_on_unmigrated_database_says_migrate(database_url: str, run_cli) ->
     result = run_cli("once", "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": database_url})
     assert result.exit_code == EXIT_NOT_MIGRATED
     assert "montage-vec migrate" in result.stderr
-    assert "Traceback" not in everything(result)
+    assert "Traceback" not in result.everything()
     assert result.log("Batch job failed")["error_type"] == "SchemaNotMigratedError"
 
 
@@ -120,7 +98,7 @@ def test_show_on_unmigrated_database_says_migrate(duckdb_url: str, run_cli) -> N
     result = run_cli("show", "--user-id", new_id(), env={"DATABASE_URL": duckdb_url})
     assert result.exit_code == EXIT_NOT_MIGRATED
     assert "migrate" in result.stderr
-    assert "Traceback" not in everything(result)
+    assert "Traceback" not in result.everything()
 
 
 @pytest.mark.parametrize(
@@ -143,29 +121,19 @@ def test_bad_configuration_exits_2_naming_the_variable(
     if value is not None:
         env[variable] = value
     result = run_cli("once", "--as-of", AS_OF.isoformat(), *args, env=env)
-    assert result.exit_code == EXIT_CONFIG, everything(result)
+    assert result.exit_code == EXIT_CONFIG, result.everything()
     assert variable in result.stderr
-    assert SECRET not in everything(result)
-    assert "Traceback" not in everything(result)
-
-
-def test_unreachable_postgresql_fails_without_leaking_the_password(run_cli) -> None:
-    result = run_cli(
-        "once", "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": f"postgresql://u:{SECRET}@127.0.0.1:1/db"}
-    )
-    assert result.exit_code == 1, everything(result)
-    assert result.stderr.startswith("montage-vec: ")
-    assert SECRET not in everything(result)
-    assert "Traceback" not in everything(result)
+    assert SECRET not in result.everything()
+    assert "Traceback" not in result.everything()
 
 
 @pytest.mark.parametrize("as_of", ["nonsense", "2026-13-01"])
 def test_bad_as_of_fails_clearly(duckdb_url: str, run_cli, as_of: str) -> None:
     load_checkins(duckdb_url, [checkin(new_id(), AS_OF - days(1))])
     result = run_cli("once", "--as-of", as_of, env={"DATABASE_URL": duckdb_url})
-    assert result.exit_code == EXIT_CONFIG, everything(result)
+    assert result.exit_code == EXIT_CONFIG, result.everything()
     assert "--as-of" in result.stderr and "ISO 8601" in result.stderr
-    assert "Traceback" not in everything(result)
+    assert "Traceback" not in result.everything()
     assert query(duckdb_url, "SELECT count(*) AS n FROM montage_job_runs")["n"][0] == 0
 
 
@@ -188,42 +156,30 @@ def test_as_of_is_taken_in_utc(duckdb_url: str, run_cli, given: str, meant: str)
 
 def test_user_id_that_is_not_a_uuid(duckdb_url: str, run_cli) -> None:
     result = run_cli("once", "--user-id", "alice", env={"DATABASE_URL": duckdb_url})
-    assert result.exit_code == EXIT_CONFIG, everything(result)
+    assert result.exit_code == EXIT_CONFIG, result.everything()
     assert "USER_ID_FILTER" in result.stderr and "alice" in result.stderr
 
 
 # -- the installed console scripts -------------------------------------------------------------------
 
 
-def _run_script(name: str, *args: str, cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run(
-        [str(scripts_dir() / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def _json_lines(stdout: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
-def test_console_script_migrate_demo_once(tmp_path: Path) -> None:
+def test_migrate_demo_then_once_from_the_console_script(tmp_path: Path, run_cli: RunCli) -> None:
     url = f"duckdb:///{tmp_path}/demo.duckdb"
-    migrate = _run_script("montage-vec", "migrate", cwd=tmp_path, database_url=url)
-    assert migrate.returncode == 0, migrate.stderr
-    assert [entry["message"] for entry in _json_lines(migrate.stdout)] == ["schema migrated"]
+    migrate = run_cli("migrate", env={"DATABASE_URL": url})
+    assert migrate.exit_code == 0, migrate.everything()
+    assert migrate.messages() == ["schema migrated"]
 
-    demo = _run_script("montage-vec", "demo", "--users", "200", cwd=tmp_path, database_url=url)
-    assert demo.returncode == 0, demo.stderr
-    demo_logs = _json_lines(demo.stdout)
-    loaded = next(entry for entry in demo_logs if entry["message"] == "synthetic check-ins loaded")
-    assert loaded["users"] == 200
-    demo_runs = [entry for entry in demo_logs if entry["message"] in RUN_MESSAGES]
+    demo = run_cli("demo", "--users", "200", env={"DATABASE_URL": url})
+    assert demo.exit_code == 0, demo.everything()
+    assert demo.log("synthetic check-ins loaded")["users"] == 200
+    demo_runs = [entry for entry in demo.logs if entry["message"] in RUN_MESSAGES]
     assert demo_runs and all(entry["job_id"].startswith("batch_") for entry in demo_runs)
     assert demo_runs[-1]["message"] == "Batch job completed" and demo_runs[-1]["processed"] == 200
     assert "montage(s)" in demo.stdout  # the busiest user's montages are shown
 
-    once = _run_script("montage-vec", "once", cwd=tmp_path, database_url=url)
-    assert once.returncode == 0, once.stderr
+    # The installed script, in a process of its own: nothing but JSON lines reaches its stdout.
+    once = run_job("once", env=job_env(DATABASE_URL=url), cwd=tmp_path)
+    assert once.exit_code == 0, once.everything()
     lines = [line for line in once.stdout.splitlines() if line.strip()]
     logs = [json.loads(line) for line in lines]  # every line is one JSON object...
     missing = [entry["message"] for entry in logs if "job_id" not in entry]
@@ -241,41 +197,20 @@ def test_montage_batch_alias_exists(tmp_path: Path) -> None:
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts["montage-batch"] == scripts["montage-vec"] == "montage_vec.cli:main"
     url = f"duckdb:///{tmp_path}/alias.duckdb"
-    migrated = _run_script("montage-batch", "migrate", cwd=tmp_path, database_url=url)
-    assert migrated.returncode == 0, migrated.stderr
-    assert _json_lines(migrated.stdout)[-1]["message"] == "schema migrated"
+    migrated = run_job("migrate", env=job_env(DATABASE_URL=url), cwd=tmp_path, script="montage-batch")
+    assert migrated.exit_code == 0, migrated.everything()
+    assert migrated.logs[-1]["message"] == "schema migrated"
     assert (tmp_path / "alias.duckdb").exists()
 
 
 def test_second_run_on_a_locked_duckdb_file_exits_75(tmp_path: Path) -> None:
+    """DuckDB locks a file against other processes (a second connection in this one would share it)."""
     path = tmp_path / "locked.duckdb"
     url = f"duckdb:///{path}"
     load_checkins(url, [])  # migrated, empty
     with duckdb.connect(str(path)):  # another process holds the file read-write
-        locked = _run_script("montage-vec", "once", cwd=tmp_path, database_url=url)
-    assert locked.returncode == 75, locked.stderr
+        locked = run_job("once", env=job_env(DATABASE_URL=url), cwd=tmp_path)
+    assert locked.exit_code == 75, locked.everything()
     assert "in use" in locked.stderr
     assert "Traceback" not in locked.stdout + locked.stderr
     assert query(url, "SELECT count(*) AS n FROM montage_job_runs")["n"][0] == 0
-
-
-@pytest.mark.postgres
-def test_second_run_on_a_locked_postgresql_shard_exits_75(postgres_url: str, run_cli) -> None:
-    user = new_id()
-    load_checkins(postgres_url, [checkin(user, AS_OF - days(1))])
-    env = {"DATABASE_URL": postgres_url}
-    with open_store(load_settings(database_url=postgres_url).database()) as store:
-        holder = store.session()
-        try:
-            assert holder.try_lock_run("0/1")  # a run in progress on shard 0/1
-            locked = run_cli("once", "--as-of", AS_OF.isoformat(), env=env)
-            other_shard = run_cli("once", "--as-of", AS_OF.isoformat(), env={**env, "MONTAGE_SHARD": "1/2"})
-        finally:
-            holder.close()
-    assert locked.exit_code == 75, everything(locked)
-    assert "lock" in locked.stderr
-    assert other_shard.exit_code == 0, "the lock is per shard"
-    # The locked-out run touched nothing: the only run recorded is the other shard's.
-    assert query(postgres_url, "SELECT shard FROM montage_job_runs")["shard"].to_list() == ["1/2"]
-    after = run_cli("once", "--as-of", AS_OF.isoformat(), env={**env, "MONTAGE_SHARD": "0/1"})
-    assert after.exit_code == 0, "released when the holder disconnects"

@@ -14,23 +14,29 @@ import pytest
 
 from montage_vec.datagen import SyntheticSpec, generate_checkins
 from montage_vec.engine import MontageParams
-from tests.helpers import checkin, days, expected_montages, load_frame, new_id, query, stored_montages
-from tests.job._support import (
+from tests.support.cli import run_once
+from tests.support.data import (
     AS_OF,
     Checkins,
     assert_matches_recompute,
+    checkin,
     content_events,
-    count,
-    execute,
+    days,
+    expected_montages,
     item_rows_raw,
+    load_frame,
     montage_ids,
     montage_stamps,
     montages_by_user,
-    run_once,
+    new_id,
     run_rows,
     same_instant,
+    stored_montages,
     watermark,
 )
+from tests.support.database import count, execute, query
+from tests.support.interference import job_connections
+from tests.support.processes import wait_until
 
 GENERAL = ("general", "")
 OVERLAP = timedelta(minutes=10)  # WATERMARK_OVERLAP's default
@@ -58,21 +64,21 @@ def test_first_run_is_full_later_runs_are_incremental(database_url: str, run_cli
     user = new_id()
     tagged(data, user, "Coffee", 3)
 
-    first = run_once(run_cli, database_url, AS_OF)
+    first = run_once(run_cli, database_url, as_of=AS_OF)
     started = first.log("Batch job started")
     assert (started["mode"], started["candidates"], started["since"]) == ("full", 1, None)
     assert first.log("Batch job completed")["mode"] == "full"
     job_id = first.log("Batch job completed")["job_id"]
     assert [entry.get("job_id") for entry in first.logs] == [job_id] * len(first.logs), "every line carries it"
 
-    second = run_once(run_cli, database_url, AS_OF + days(1))
+    second = run_once(run_cli, database_url, as_of=AS_OF + days(1))
     started = second.log("Batch job started")
     assert started["mode"] == "incremental"
     # The window starts one overlap before the watermark the first run stored.
     assert datetime.fromisoformat(started["since"]) == data.latest_update() - OVERLAP
     assert second.log("Batch job completed")["mode"] == "incremental"
 
-    forced = run_once(run_cli, database_url, AS_OF + days(1), "--full")
+    forced = run_once(run_cli, database_url, "--full", as_of=AS_OF + days(1))
     assert forced.log("Batch job started")["mode"] == "full"
     assert [row["mode"] for row in run_rows(database_url)] == ["full", "incremental", "full"]
     assert_matches_recompute(database_url, data.all(), AS_OF + days(1))
@@ -85,13 +91,13 @@ def test_incremental_run_after_inserts(database_url: str, run_cli) -> None:
     data = Checkins(database_url)
     grows, untouched, newcomer = new_id(), new_id(), new_id()
     data.add_many(tagged_rows(untouched, "tea", 3, start=10) + tagged_rows(grows, "hiking", 2, start=5))
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     assert montages_by_user(database_url) == {grows: [GENERAL], untouched: [GENERAL, interest("tea")]}
     first_stamps = montage_stamps(database_url)
 
     # A third hiking check-in (the interest now qualifies) and a new user.
     data.add_many(tagged_rows(grows, " Hiking", 1, start=0.5) + tagged_rows(newcomer, "yoga", 3, start=2))
-    result = run_once(run_cli, database_url, AS_OF)
+    result = run_once(run_cli, database_url, as_of=AS_OF)
 
     assert result.log("Batch job started")["mode"] == "incremental"
     done = result.log("Batch job completed")
@@ -113,11 +119,11 @@ def test_incremental_run_after_tag_edits(database_url: str, run_cli) -> None:
     loses, gains = new_id(), new_id()
     coffee = tagged(data, loses, "coffee", 3)
     plain = data.add_many(checkin(gains, AS_OF - days(i + 1)) for i in range(3))
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     assert montages_by_user(database_url) == {loses: [GENERAL, interest("coffee")], gains: [GENERAL]}
 
     data.edit_many({coffee[0]["id"]: {"tags": ["tea"]}, **{row["id"]: {"tags": ["MUSEUM", "art"]} for row in plain}})
-    result = run_once(run_cli, database_url, AS_OF)
+    result = run_once(run_cli, database_url, as_of=AS_OF)
 
     assert montages_by_user(database_url) == {
         gains: [GENERAL, interest("art"), interest("museum")],
@@ -134,11 +140,11 @@ def test_stale_interest_removed_after_tags_edited_away(database_url: str, run_cl
     data = Checkins(database_url)
     user = new_id()
     coffee = data.add_many(tagged_rows(user, "coffee", 3) + tagged_rows(user, "tea", 3, start=5))[:3]
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     coffee_id = montage_ids(database_url)[(user, "interest", "coffee")]
 
     data.edit_many({row["id"]: {"tags": []} for row in coffee})
-    result = run_once(run_cli, database_url, AS_OF)
+    result = run_once(run_cli, database_url, as_of=AS_OF)
 
     assert montages_by_user(database_url) == {user: [GENERAL, interest("tea")]}
     assert result.log("Batch job completed")["montages_removed"] == 1
@@ -157,11 +163,11 @@ def test_incremental_run_after_soft_deletes(database_url: str, run_cli) -> None:
     two = data.add_many(checkin(shrinks, AS_OF - days(i + 1), text_content=f"note {i}") for i in range(2))
     only = data.add(vanishes, AS_OF - days(3), tags=["coffee"])
     coffee = tagged(data, loses_interest, "coffee", 3)
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     assert set(montages_by_user(database_url)) == {shrinks, vanishes, loses_interest}
 
     data.edit_many({row["id"]: {"deleted_at": AS_OF - days(0.1)} for row in (two[0], only, coffee[1])})
-    result = run_once(run_cli, database_url, AS_OF)
+    result = run_once(run_cli, database_url, as_of=AS_OF)
 
     stored = montages_by_user(database_url)
     assert vanishes not in stored, "a user without eligible check-ins must have no montages"
@@ -181,7 +187,7 @@ def test_incremental_run_after_privacy_changes(database_url: str, run_cli) -> No
     only = data.add(hidden, AS_OF - days(1), location_name="Home")
     coffee = tagged(data, loses_interest, "coffee", 3)
     shared = data.add(to_friends, AS_OF - days(2), text_content="hello")
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
 
     data.edit_many(
         {
@@ -190,7 +196,7 @@ def test_incremental_run_after_privacy_changes(database_url: str, run_cli) -> No
             shared["id"]: {"privacy": "friends"},
         }
     )
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
 
     assert montages_by_user(database_url) == {loses_interest: [GENERAL], to_friends: [GENERAL]}
     items = query(
@@ -206,16 +212,16 @@ def test_hard_deletes_need_a_full_run(database_url: str, run_cli) -> None:
     data = Checkins(database_url)
     gone, keeps = new_id(), new_id()
     data.add_many([checkin(gone, AS_OF - days(2)), *tagged_rows(keeps, "coffee", 3)])
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     [gone_row] = data.of_user(gone)
     execute(database_url, f"DELETE FROM checkins WHERE id = '{gone_row['id']}'")
     del data.rows[gone_row["id"]]
 
-    incremental = run_once(run_cli, database_url, AS_OF).log("Batch job completed")
+    incremental = run_once(run_cli, database_url, as_of=AS_OF).log("Batch job completed")
     assert incremental["montages_removed"] == 0  # documented: hard deletes are invisible to it
     assert gone in montages_by_user(database_url)
 
-    full = run_once(run_cli, database_url, AS_OF, "--full").log("Batch job completed")
+    full = run_once(run_cli, database_url, "--full", as_of=AS_OF).log("Batch job completed")
     assert (full["processed"], full["montages_written"], full["montages_removed"]) == (2, 0, 1)
     assert montages_by_user(database_url) == {keeps: [GENERAL, interest("coffee")]}
     assert_matches_recompute(database_url, data.all(), AS_OF)
@@ -240,7 +246,7 @@ def test_contract_settings_come_from_the_environment(database_url: str, run_cli)
     params = MontageParams(
         max_items=2, min_interest_occurrence=2, interest_lookback_days=7, privacy_included=frozenset({"public"})
     )
-    run_once(run_cli, database_url, AS_OF, env=env)
+    run_once(run_cli, database_url, as_of=AS_OF, env=env)
     assert stored_montages(database_url) == expected_montages(data.all(), AS_OF, params)
     rows = query(database_url, "SELECT kind, item_count, valid_until FROM montages ORDER BY kind").rows()
     # The friends-only check-in is left out; the second-newest coffee (AS_OF - 2 days) + 7 days.
@@ -248,7 +254,7 @@ def test_contract_settings_come_from_the_environment(database_url: str, run_cli)
 
     # With a 7-day lookback the interest ages out after 5 days, not 28.
     later = AS_OF + days(5)
-    run_once(run_cli, database_url, later, env=env)
+    run_once(run_cli, database_url, as_of=later, env=env)
     assert montages_by_user(database_url) == {user: [GENERAL]}
     assert stored_montages(database_url) == expected_montages(data.all(), later, params)
 
@@ -264,18 +270,18 @@ def test_interest_ages_out_without_data_changes(database_url: str, run_cli) -> N
     # so the interest stops qualifying exactly at AS_OF + 31 days.
     data.add_many(tagged_rows(edge, "coffee", 3, start=-3))
     tagged(data, ages, "coffee", 3)  # AS_OF - 1..3 days: qualifies until AS_OF + 27 days
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     valid_until = query(
         database_url, "SELECT user_id::VARCHAR AS user_id, valid_until FROM montages WHERE kind = 'interest'"
     )
     assert dict(valid_until.iter_rows()) == {ages: AS_OF + days(27), edge: AS_OF + days(31)}
 
-    just_before = run_once(run_cli, database_url, AS_OF + days(27) - timedelta(microseconds=1))
+    just_before = run_once(run_cli, database_url, as_of=AS_OF + days(27) - timedelta(microseconds=1))
     assert just_before.log("Batch job completed")["montages_removed"] == 0
     assert montages_by_user(database_url)[ages] == [GENERAL, interest("coffee")]
 
     later = AS_OF + days(31)
-    result = run_once(run_cli, database_url, later)
+    result = run_once(run_cli, database_url, as_of=later)
     assert result.log("Batch job started")["mode"] == "incremental"
     assert montages_by_user(database_url) == {ages: [GENERAL], edge: [GENERAL], other: [GENERAL]}
     done = result.log("Batch job completed")
@@ -287,28 +293,55 @@ def test_interest_ages_out_without_data_changes(database_url: str, run_cli) -> N
 # -- idempotence and ids ----------------------------------------------------------------------
 
 
+WRITE_COUNTERS = """
+SELECT coalesce(sum(n_tup_upd + n_tup_ins + n_tup_del), 0)::BIGINT AS n FROM pg_stat_user_tables
+WHERE relname IN ('montages', 'montage_items')
+"""
+ROW_VERSIONS = {
+    "montages": "SELECT id::VARCHAR AS k, xmin::TEXT AS v FROM montages ORDER BY 1",
+    "montage_items": "SELECT montage_id::VARCHAR || '/' || position AS k, xmin::TEXT AS v "
+    "FROM montage_items ORDER BY 1",
+}
+
+
+def postgres_writes(url: str) -> tuple[int, dict[str, list[tuple[str, str]]]]:
+    """PostgreSQL's own record of writes to the montage tables: the statistics' insert, update
+    and delete counters (rolled-back writes included) and every row's version (xmin)."""
+    # A backend reports its statistics before it leaves pg_stat_activity: once the job's
+    # connections are gone, the counters include all they did.
+    wait_until(lambda: job_connections(url) == 0, "the job's connections closed")
+    counters = int(query(url, WRITE_COUNTERS)["n"][0])
+    return counters, {table: query(url, sql).rows() for table, sql in ROW_VERSIONS.items()}
+
+
 def test_rerun_without_changes_writes_nothing(database_url: str, run_cli) -> None:
     data = Checkins(database_url)
     users = [new_id() for _ in range(4)]
+    extras = {"location_name": "Zürich HB", "thumbnail_url": "https://m/t.jpg", "privacy": "friends",
+              "text_content": 'a "quoted" ünïcödé ☕ line'}  # fmt: skip
     data.add_many(
         row
         for n, user in enumerate(users)
         for row in [
             *tagged_rows(user, "coffee", 3 + n),
-            checkin(user, AS_OF - days(40), media_url=f"https://m/{n}.jpg", media_type="image", tags=["Tea"]),
+            checkin(user, AS_OF - days(40), media_url=f"https://m/{n}.jpg", media_type="image", tags=["Tea"], **extras),
         ]
     )
-    first = run_once(run_cli, database_url, AS_OF)
+    first = run_once(run_cli, database_url, as_of=AS_OF)
     assert first.log("Batch job completed")["montages_written"] == 8
     stamps, items, events = montage_stamps(database_url), item_rows_raw(database_url), content_events(database_url)
     assert events["montage.cache.invalidated"] == 4
+    postgres = database_url.startswith("postgresql:")
+    if postgres:
+        counters, versions = postgres_writes(database_url)
+        assert counters > 0 and all(versions.values())
 
-    again = run_once(run_cli, database_url, AS_OF + days(1))
+    again = run_once(run_cli, database_url, as_of=AS_OF + days(1))
     done = again.log("Batch job completed")
     assert done["processed"] == 1, "the overlap window re-processes the last-stamped user"
     assert (done["montages_written"], done["montages_removed"]) == (0, 0)
 
-    full = run_once(run_cli, database_url, AS_OF + days(1), "--full")
+    full = run_once(run_cli, database_url, "--full", "--batch-size", "2", as_of=AS_OF + days(1))
     done = full.log("Batch job completed")
     assert (done["processed"], done["montages_written"], done["montages_removed"]) == (4, 0, 0)
     assert (done["general_montages"], done["interest_montages"]) == (4, 4)
@@ -316,6 +349,8 @@ def test_rerun_without_changes_writes_nothing(database_url: str, run_cli) -> Non
     assert montage_stamps(database_url) == stamps
     assert item_rows_raw(database_url) == items
     assert content_events(database_url) == events, "no event for montages that did not change"
+    if postgres:  # not a row rewritten with equal values, not a write rolled back
+        assert postgres_writes(database_url) == (counters, versions)
     assert_matches_recompute(database_url, data.all(), AS_OF + days(1))
 
 
@@ -323,22 +358,22 @@ def test_montage_ids_are_stable_across_regenerations(database_url: str, run_cli)
     data = Checkins(database_url)
     user = new_id()
     coffee = tagged(data, user, "coffee", 3)
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     before = montage_ids(database_url)
     assert set(before) == {(user, *GENERAL), (user, *interest("coffee"))}
 
     data.add(user, AS_OF - days(0.5), tags=["coffee"])  # both montages change content
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     assert montage_ids(database_url) == before
     stamps = montage_stamps(database_url)
     assert stamps[(user, *GENERAL)][2] == run_rows(database_url)[-1]["job_id"], "the montage was rewritten"
 
     # The interest falls below 3 occurrences...
     data.edit_many({coffee[0]["id"]: {"deleted_at": AS_OF}, coffee[1]["id"]: {"tags": []}})
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     assert (user, *interest("coffee")) not in montage_ids(database_url)
     data.edit(coffee[1]["id"], tags=["COFFEE"])  # ...and comes back
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     assert montage_ids(database_url) == before
 
 
@@ -353,7 +388,7 @@ def test_montage_ids_identical_between_duckdb_and_postgresql(duckdb_url: str, po
     ids = {}
     for url in (duckdb_url, postgres_url):
         Checkins(url).add_many(rows)
-        run_once(run_cli, url, AS_OF)
+        run_once(run_cli, url, as_of=AS_OF)
         ids[url] = montage_ids(url)
     assert len(ids[duckdb_url]) == 9
     assert ids[duckdb_url] == ids[postgres_url]
@@ -386,11 +421,11 @@ def test_synthetic_users_identical_between_duckdb_and_postgresql(duckdb_url: str
     results = {}
     for url in (duckdb_url, postgres_url):
         load_frame(url, frame)
-        first = run_once(run_cli, url, AS_OF, "--batch-size", "64").log("Batch job completed")
+        first = run_once(run_cli, url, "--batch-size", "64", as_of=AS_OF).log("Batch job completed")
         assert (first["processed"], first["errors"]) == (300, 0)
         full = (stored_montages(url), montage_ids(url), first["interest_montages"])
         load_frame(url, edits)
-        second = run_once(run_cli, url, later, "--batch-size", "64").log("Batch job completed")
+        second = run_once(run_cli, url, "--batch-size", "64", as_of=later).log("Batch job completed")
         assert second["errors"] == 0
         results[url] = (full, (stored_montages(url), montage_ids(url), second["processed"]))
 
@@ -415,7 +450,7 @@ def test_named_users_only_and_watermark_unmoved(database_url: str, run_cli) -> N
     data.add_many(
         tagged_rows(chosen, "coffee", 2) + tagged_rows(listed, "tea", 2, start=4) + tagged_rows(bystander, "yoga", 2)
     )
-    run_once(run_cli, database_url, AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF)
     mark = watermark(database_url)
     assert same_instant(mark, data.latest_update())
     old_rows = data.all()
@@ -431,7 +466,7 @@ def test_named_users_only_and_watermark_unmoved(database_url: str, run_cli) -> N
         + tagged_rows(listed, "tea", 1, start=0.5)
         + tagged_rows(bystander, "yoga", 1, start=0.5)
     )
-    by_option = run_once(run_cli, database_url, AS_OF, "--user-id", chosen)
+    by_option = run_once(run_cli, database_url, "--user-id", chosen, as_of=AS_OF)
     started = by_option.log("Batch job started")
     assert (started["mode"], started["candidates"]) == ("users", 1)
     assert by_option.log("Batch job completed")["processed"] == 1
@@ -443,7 +478,7 @@ def test_named_users_only_and_watermark_unmoved(database_url: str, run_cli) -> N
     assert stored_montages(database_url) == expected_for({chosen})
     assert same_instant(watermark(database_url), mark)
 
-    by_variable = run_once(run_cli, database_url, AS_OF, env={"USER_ID_FILTER": listed})
+    by_variable = run_once(run_cli, database_url, as_of=AS_OF, env={"USER_ID_FILTER": listed})
     started = by_variable.log("Batch job started")
     assert (started["mode"], started["candidates"]) == ("users", 1)
     assert stored_montages(database_url) == expected_for({chosen, listed})
@@ -454,7 +489,7 @@ def test_named_users_only_and_watermark_unmoved(database_url: str, run_cli) -> N
 
     # The next regular run still sees every change, since the watermark did not move; the two
     # users already done are processed again but nothing of theirs is rewritten.
-    catch_up = run_once(run_cli, database_url, AS_OF, env={"USER_ID_FILTER": ""})
+    catch_up = run_once(run_cli, database_url, as_of=AS_OF, env={"USER_ID_FILTER": ""})
     assert catch_up.log("Batch job started")["mode"] == "incremental"
     done = catch_up.log("Batch job completed")
     assert (done["processed"], done["montages_written"], done["montages_removed"]) == (3, 2, 0)
@@ -467,14 +502,14 @@ def test_several_user_ids(database_url: str, run_cli) -> None:
     data.add_many(checkin(user, AS_OF - days(i + 1), tags=["coffee"]) for user in users for i in range(3))
     # Repeated, and in upper case: still two users.
     args = ("--user-id", users[0], "--user-id", users[2], "--user-id", users[0].upper())
-    result = run_once(run_cli, database_url, AS_OF, *args)
+    result = run_once(run_cli, database_url, *args, as_of=AS_OF)
     assert result.log("Batch job started")["candidates"] == 2
     done = result.log("Batch job completed")
     assert (done["processed"], done["successful"], done["errors"]) == (2, 2, 0)
     assert set(montages_by_user(database_url)) == {users[0], users[2]}
     assert watermark(database_url) is None
 
-    listed = run_once(run_cli, database_url, AS_OF, env={"USER_ID_FILTER": f" {users[1].upper()} ,{users[3]}"})
+    listed = run_once(run_cli, database_url, as_of=AS_OF, env={"USER_ID_FILTER": f" {users[1].upper()} ,{users[3]}"})
     assert listed.log("Batch job started")["candidates"] == 2
     assert_matches_recompute(database_url, data.all(), AS_OF)
     assert watermark(database_url) is None
@@ -489,7 +524,7 @@ def test_dry_run_writes_nothing_but_reports(database_url: str, run_cli) -> None:
     # 2, 3 and 4 coffees: two interests.
     data.add_many(row for n, user in enumerate(users) for row in tagged_rows(user, "coffee", 2 + n))
 
-    result = run_once(run_cli, database_url, AS_OF, "--dry-run")
+    result = run_once(run_cli, database_url, "--dry-run", as_of=AS_OF)
     started, done = result.log("Batch job started"), result.log("Batch job completed")
     assert (started["mode"], started["dry_run"], started["candidates"]) == ("full", True, 3)
     assert (done["dry_run"], done["status"], done["processed"], done["successful"]) == (True, "completed", 3, 3)
@@ -500,11 +535,11 @@ def test_dry_run_writes_nothing_but_reports(database_url: str, run_cli) -> None:
     assert watermark(database_url) is None
 
     # A real run afterwards is still the first one.
-    real = run_once(run_cli, database_url, AS_OF)
+    real = run_once(run_cli, database_url, as_of=AS_OF)
     assert real.log("Batch job started")["mode"] == "full"
     snapshot, events = stored_montages(database_url), content_events(database_url)
     data.add(users[0], AS_OF - days(0.5), tags=["coffee"])
-    again = run_once(run_cli, database_url, AS_OF, "--dry-run").log("Batch job completed")
+    again = run_once(run_cli, database_url, "--dry-run", as_of=AS_OF).log("Batch job completed")
     # Candidates: users[0] (its new row, now 3 coffees) and users[2] (last row, inside the overlap).
     assert (again["processed"], again["general_montages"], again["interest_montages"]) == (2, 2, 2)
     assert stored_montages(database_url) == snapshot
@@ -522,7 +557,7 @@ def test_small_chunks_in_parallel_match_one_chunk(database_url: str, run_cli) ->
         for row in tagged_rows(user, ["coffee", "tea", "yoga"][n % 3], 1 + n % 5, start=n % 4 + 1)
     )
 
-    result = run_once(run_cli, database_url, AS_OF, "--batch-size", "2", "--concurrency", "2")
+    result = run_once(run_cli, database_url, "--batch-size", "2", "--concurrency", "2", as_of=AS_OF)
     started, done = result.log("Batch job started"), result.log("Batch job completed")
     assert (started["batch_size"], started["concurrency"]) == (2, 2)
     assert done["chunks"] == 10
@@ -531,7 +566,7 @@ def test_small_chunks_in_parallel_match_one_chunk(database_url: str, run_cli) ->
     assert_matches_recompute(database_url, data.all(), AS_OF)
 
     # One chunk of everyone agrees with what the small chunks wrote.
-    one = run_once(run_cli, database_url, AS_OF, "--full", "--batch-size", "1000").log("Batch job completed")
+    one = run_once(run_cli, database_url, "--full", "--batch-size", "1000", as_of=AS_OF).log("Batch job completed")
     assert (one["chunks"], one["processed"], one["montages_written"], one["montages_removed"]) == (1, 20, 0, 0)
 
 
@@ -549,7 +584,7 @@ def test_run_log_and_watermark(database_url: str, run_cli) -> None:
     future = datetime.now(UTC) + days(30)
     data.put([checkin(users[0], AS_OF - days(3), updated_at=future)])
 
-    result = run_once(run_cli, database_url, AS_OF)
+    result = run_once(run_cli, database_url, as_of=AS_OF)
     done = result.log("Batch job completed")
     [run] = run_rows(database_url)
     assert run["job_id"] == done["job_id"]
@@ -565,7 +600,7 @@ def test_run_log_and_watermark(database_url: str, run_cli) -> None:
     assert saved_by == [done["job_id"]]
 
     data.add(users[1], AS_OF - days(0.2))
-    second = run_once(run_cli, database_url, AS_OF).log("Batch job completed")
+    second = run_once(run_cli, database_url, as_of=AS_OF).log("Batch job completed")
     runs = run_rows(database_url)
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert runs[1]["job_id"] == second["job_id"] != done["job_id"]
@@ -588,12 +623,12 @@ def test_shards_split_users_and_keep_their_own_watermarks(database_url: str, run
     assert sorted(owner.values()) == [0, 0, 0, 0, 1, 1, 1, 1]
     data.add_many(checkin(user, AS_OF - days(i + 1), tags=["coffee"]) for user in users for i in range(3))
 
-    zero = run_once(run_cli, database_url, AS_OF, env={"MONTAGE_SHARD": "0/2"})
+    zero = run_once(run_cli, database_url, as_of=AS_OF, env={"MONTAGE_SHARD": "0/2"})
     assert zero.log("Batch job started")["shard"] == "0/2"
     assert zero.log("Batch job completed")["processed"] == 4
     assert set(montages_by_user(database_url)) == {u for u in users if owner[u] == 0}
 
-    one = run_once(run_cli, database_url, AS_OF, env={"MONTAGE_SHARD": "1/2"})
+    one = run_once(run_cli, database_url, as_of=AS_OF, env={"MONTAGE_SHARD": "1/2"})
     assert one.log("Batch job started")["mode"] == "full", "each shard has its own watermark"
     assert one.log("Batch job completed")["processed"] == 4
     assert_matches_recompute(database_url, data.all(), AS_OF)
@@ -605,8 +640,8 @@ def test_shards_split_users_and_keep_their_own_watermarks(database_url: str, run
     moved = next(u for u in users if owner[u] == 1)
     data.add(moved, AS_OF - days(0.5), tags=["tea"])
     before = montage_stamps(database_url)
-    run_once(run_cli, database_url, AS_OF, env={"MONTAGE_SHARD": "0/2"})
+    run_once(run_cli, database_url, as_of=AS_OF, env={"MONTAGE_SHARD": "0/2"})
     assert montage_stamps(database_url)[(moved, *GENERAL)] == before[(moved, *GENERAL)]
-    run_once(run_cli, database_url, AS_OF, env={"MONTAGE_SHARD": "1/2"})
+    run_once(run_cli, database_url, as_of=AS_OF, env={"MONTAGE_SHARD": "1/2"})
     assert montage_stamps(database_url)[(moved, *GENERAL)] != before[(moved, *GENERAL)]
     assert_matches_recompute(database_url, data.all(), AS_OF)
