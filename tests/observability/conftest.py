@@ -6,10 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.runtime._procs import pushgateway
+from tests.support.servers import PUSHGATEWAY, pushgateway, pushgateway_binary
 
 
 @pytest.fixture
 def pushgateway_url() -> Iterator[str]:
+    if pushgateway_binary() is None:
+        pytest.skip(f"the {PUSHGATEWAY} binary is not on PATH (Debian: apt-get install {PUSHGATEWAY})")
     with pushgateway() as url:
         yield url

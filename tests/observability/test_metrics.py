@@ -1,11 +1,13 @@
 """Prometheus metrics: `montage-vec once` pushing to a real Pushgateway (grouping key, replace
-semantics, failed runs, an unreachable gateway) and JobMetrics' bookkeeping."""
+semantics, failed runs, an unreachable gateway) and JobMetrics' bookkeeping.
+
+The runs happen in this process: each builds its own JobMetrics (its own registry), exactly
+as a new process would."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,10 +15,10 @@ import pytest
 from montage_vec.job.chunks import ChunkResult
 from montage_vec.job.summary import RunSummary
 from montage_vec.observability.metrics import PUSH_JOB, JobMetrics
-from tests.helpers import checkin, days, load_checkins, new_id
-from tests.runtime._procs import Finished, free_port, job_env, run_job, samples, single_value
+from tests.support.cli import CliResult, RunCli
+from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
+from tests.support.servers import closed_port_url, samples, single_value
 
-AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 LAST_SUCCESS = "montage_batch_last_success_timestamp_seconds"
 LAST_COMPLETION = "montage_batch_last_completion_timestamp_seconds"
 USERS_PROCESSED = "montage_batch_users_processed_total"
@@ -31,14 +33,10 @@ def add_users(url: str, count: int, updated_at: datetime) -> list[str]:
     return users
 
 
-def once(url: str, gateway: str, cwd: Path, *args: str, as_of: datetime = AS_OF, **env: str) -> Finished:
-    return run_job(
-        "once",
-        "--as-of",
-        as_of.isoformat(),
-        *args,
-        env=job_env(DATABASE_URL=url, PUSHGATEWAY_URL=gateway, **env),
-        cwd=cwd,
+def once(run_cli: RunCli, url: str, gateway: str, *args: str, as_of: datetime = AS_OF, **env: str) -> CliResult:
+    """`montage-vec once` pushing to `gateway`, whatever its outcome."""
+    return run_cli(
+        "once", "--as-of", as_of.isoformat(), *args, env={"DATABASE_URL": url, "PUSHGATEWAY_URL": gateway, **env}
     )
 
 
@@ -49,11 +47,11 @@ def gateway_metrics(gateway: str) -> str:
 
 
 def test_once_pushes_its_metrics_and_a_second_run_replaces_the_group(
-    duckdb_url: str, pushgateway_url: str, tmp_path: Path
+    duckdb_url: str, pushgateway_url: str, run_cli: RunCli
 ) -> None:
     add_users(duckdb_url, 2, updated_at=AS_OF - days(1))
     before = time.time()
-    first = once(duckdb_url, pushgateway_url, tmp_path)
+    first = once(run_cli, duckdb_url, pushgateway_url)
     assert first.exit_code == 0, first.everything()
     assert first.log("Batch job completed")["processed"] == 2
 
@@ -72,7 +70,7 @@ def test_once_pushes_its_metrics_and_a_second_run_replaces_the_group(
 
     # A second run with different work replaces the group: values are the second run's, once.
     add_users(duckdb_url, 3, updated_at=AS_OF + days(1))
-    second = once(duckdb_url, pushgateway_url, tmp_path, as_of=AS_OF + days(2))
+    second = once(run_cli, duckdb_url, pushgateway_url, as_of=AS_OF + days(2))
     assert second.exit_code == 0, second.everything()
     processed = second.log("Batch job completed")["processed"]
     assert processed >= 3  # at least the new users
@@ -85,7 +83,7 @@ def test_once_pushes_its_metrics_and_a_second_run_replaces_the_group(
     assert single_value(text, RUNS, status="completed", **GROUP) == 1
 
     # Another shard is another group; shard 0/1's values stay.
-    other = once(duckdb_url, pushgateway_url, tmp_path, "--full", MONTAGE_SHARD="1/2")
+    other = once(run_cli, duckdb_url, pushgateway_url, "--full", MONTAGE_SHARD="1/2")
     assert other.exit_code == 0, other.everything()
     text = gateway_metrics(pushgateway_url)
     assert {labels["shard"] for labels, _ in samples(text, LAST_SUCCESS, job=PUSH_JOB)} == {"0/1", "1/2"}
@@ -95,53 +93,44 @@ def test_once_pushes_its_metrics_and_a_second_run_replaces_the_group(
     )
 
 
-def succeed_then_time_out(url: str, gateway: str, cwd: Path) -> tuple[str, str, Finished]:
+def succeed_then_time_out(run_cli: RunCli, url: str, gateway: str) -> tuple[str, str]:
     """A successful run, then one stopped by BATCH_PROCESSING_TIMEOUT; the gateway text after each."""
     add_users(url, 2, updated_at=AS_OF - days(1))
-    first = once(url, gateway, cwd)
+    first = once(run_cli, url, gateway)
     assert first.exit_code == 0, first.everything()
     after_success = gateway_metrics(gateway)
-    failed = once(url, gateway, cwd, "--full", BATCH_PROCESSING_TIMEOUT="1ms")
+    failed = once(run_cli, url, gateway, "--full", BATCH_PROCESSING_TIMEOUT="1ms")
     assert failed.exit_code == 124, failed.everything()
     assert failed.log("Batch job failed")["status"] == "timeout"
-    return after_success, gateway_metrics(gateway), failed
+    return after_success, gateway_metrics(gateway)
 
 
-def test_failed_run_pushes_its_completion_but_no_newer_success(
-    duckdb_url: str, pushgateway_url: str, tmp_path: Path
+def test_failed_run_pushes_its_completion_and_keeps_the_previous_success(
+    duckdb_url: str, pushgateway_url: str, run_cli: RunCli
 ) -> None:
-    after_success, after_failure, _ = succeed_then_time_out(duckdb_url, pushgateway_url, tmp_path)
-    success = single_value(after_success, LAST_SUCCESS, **GROUP)
+    after_success, after_failure = succeed_then_time_out(run_cli, duckdb_url, pushgateway_url)
     assert single_value(after_failure, LAST_COMPLETION, **GROUP) > single_value(after_success, LAST_COMPLETION, **GROUP)
-    assert single_value(after_failure, LAST_SUCCESS, **GROUP) <= success
+    assert single_value(after_failure, LAST_SUCCESS, **GROUP) == single_value(after_success, LAST_SUCCESS, **GROUP)
     assert single_value(after_failure, RUNS, status="timeout", **GROUP) == 1
     assert samples(after_failure, RUNS, status="completed", **GROUP) == []
 
 
-def test_failed_run_keeps_the_previous_success_on_the_gateway(
-    duckdb_url: str, pushgateway_url: str, tmp_path: Path
-) -> None:
-    after_success, after_failure, _ = succeed_then_time_out(duckdb_url, pushgateway_url, tmp_path)
-    assert single_value(after_failure, LAST_SUCCESS, **GROUP) == single_value(after_success, LAST_SUCCESS, **GROUP)
-
-
 def test_run_failing_before_it_starts_still_pushes_its_completion(
-    duckdb_url: str, pushgateway_url: str, tmp_path: Path
+    duckdb_url: str, pushgateway_url: str, run_cli: RunCli
 ) -> None:
     before = time.time()
-    failed = once(duckdb_url, pushgateway_url, tmp_path)  # the DuckDB file was never migrated
+    failed = once(run_cli, duckdb_url, pushgateway_url)  # the DuckDB file was never migrated
     assert failed.exit_code == 3, failed.everything()
     text = gateway_metrics(pushgateway_url)
     assert single_value(text, LAST_COMPLETION, **GROUP) >= before
     assert single_value(text, RUNS, status="failed", **GROUP) == 1
 
 
-def test_unreachable_gateway_logs_an_error_and_the_run_still_succeeds(duckdb_url: str, tmp_path: Path) -> None:
+@pytest.mark.timeout(60)  # hang guard: a push to a closed port must fail, not wait
+def test_unreachable_gateway_logs_an_error_and_the_run_still_succeeds(duckdb_url: str, run_cli: RunCli) -> None:
     add_users(duckdb_url, 1, updated_at=AS_OF - days(1))
-    started = time.monotonic()
-    result = once(duckdb_url, f"http://127.0.0.1:{free_port()}", tmp_path)
+    result = once(run_cli, duckdb_url, closed_port_url())
     assert result.exit_code == 0, result.everything()
-    assert time.monotonic() - started < 30
     failure = result.log("metrics push failed; the run's outcome stands")
     assert failure["level"] == "error"
     assert "Pushgateway" in failure["error"]

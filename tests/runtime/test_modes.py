@@ -1,23 +1,25 @@
-"""How a real `montage-vec` process picks what to do: BATCH_MODE, subcommands, the health
-check (against real PostgreSQL and real HTTP services on 127.0.0.1) and
-ENABLE_BATCH_PROCESSING."""
+"""How `montage-vec` picks what to do: BATCH_MODE, subcommands, the health check (against
+real PostgreSQL and real HTTP services on 127.0.0.1) and ENABLE_BATCH_PROCESSING.
+
+All in this process (the entry point with the arguments a process would get); exit codes
+are the same SystemExit either way. The console scripts themselves: tests/cli."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import checkin, days, load_checkins, new_id, query
-from tests.runtime._procs import Finished, free_port, job_env, postgres_database, run_job, stub_service
+from tests.support.cli import CliResult, RunCli
+from tests.support.data import AS_OF, JOB_TABLES, checkin, days, load_checkins, new_id
+from tests.support.database import count, postgres_database, query
+from tests.support.processes import free_port
+from tests.support.servers import health_service
 
 pytestmark = pytest.mark.postgres
 
-AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 HEALTH_PASSED = "Health check passed"
-JOB_TABLES = ("montages", "montage_items", "montage_job_runs", "montage_job_watermarks", "montage_events")
 NOTHING_WRITTEN = dict.fromkeys(JOB_TABLES, 0)
 
 
@@ -37,48 +39,47 @@ def seeded_url() -> Iterator[str]:
 
 
 def row_counts(url: str) -> dict[str, int]:
-    return {table: int(query(url, f'SELECT count(*) AS n FROM "{table}"')["n"][0]) for table in JOB_TABLES}
+    return {table: count(url, table) for table in JOB_TABLES}
 
 
-def health_failures(result: Finished) -> list[str]:
+def health_failures(result: CliResult) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith("health check failed: ")]
 
 
 # -- BATCH_MODE and subcommands ---------------------------------------------------------------------
 
 
-def test_batch_mode_health_without_subcommand_runs_the_health_check(seeded_url: str, tmp_path: Path) -> None:
-    result = run_job(env=job_env(DATABASE_URL=seeded_url, BATCH_MODE="health"), cwd=tmp_path)
+def test_batch_mode_health_without_subcommand_runs_the_health_check(seeded_url: str, run_cli: RunCli) -> None:
+    result = run_cli(env={"DATABASE_URL": seeded_url, "BATCH_MODE": "health"})
     assert result.exit_code == 0, result.everything()
     assert HEALTH_PASSED in result.stdout
     assert health_failures(result) == []
     assert row_counts(seeded_url) == NOTHING_WRITTEN
 
 
+@pytest.mark.timeout(60)  # hang guard: with BATCH_MODE=scheduler, a daemon started by mistake never returns
 @pytest.mark.parametrize("mode", ["once", "scheduler"])
-def test_health_subcommand_never_starts_a_run(seeded_url: str, tmp_path: Path, mode: str) -> None:
-    # With BATCH_MODE=scheduler a daemon would never exit: the bounded timeout catches that too.
-    result = run_job("health", env=job_env(DATABASE_URL=seeded_url, BATCH_MODE=mode), cwd=tmp_path, timeout=30)
+def test_health_subcommand_never_starts_a_run(seeded_url: str, run_cli: RunCli, mode: str) -> None:
+    result = run_cli("health", env={"DATABASE_URL": seeded_url, "BATCH_MODE": mode})
     assert result.exit_code == 0, result.everything()
     assert HEALTH_PASSED in result.stdout
     assert "Batch job started" not in result.messages()
     assert row_counts(seeded_url) == NOTHING_WRITTEN
 
 
-def test_subcommand_wins_over_batch_mode(postgres_url: str, tmp_path: Path) -> None:
+def test_subcommand_wins_over_batch_mode(postgres_url: str, run_cli: RunCli) -> None:
     seed(postgres_url)
-    env = job_env(DATABASE_URL=postgres_url, BATCH_MODE="health")
-    result = run_job("once", "--as-of", AS_OF.isoformat(), env=env, cwd=tmp_path)
+    result = run_cli("once", "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": postgres_url, "BATCH_MODE": "health"})
     assert result.exit_code == 0, result.everything()
     assert HEALTH_PASSED not in result.stdout
     assert result.log("Batch job completed")["processed"] == 1
     assert query(postgres_url, "SELECT status FROM montage_job_runs")["status"].to_list() == ["completed"]
 
 
-def test_no_arguments_with_batch_mode_once_runs_the_job(postgres_url: str, tmp_path: Path) -> None:
+def test_no_arguments_with_batch_mode_once_runs_the_job(postgres_url: str, run_cli: RunCli) -> None:
     """What `docker run -e BATCH_MODE=once image` does: the entry point without arguments."""
     user = seed(postgres_url, around=datetime.now(UTC))
-    result = run_job(env=job_env(DATABASE_URL=postgres_url, BATCH_MODE="once"), cwd=tmp_path)
+    result = run_cli(env={"DATABASE_URL": postgres_url, "BATCH_MODE": "once"})
     assert result.exit_code == 0, result.everything()
     completed = result.log("Batch job completed")
     assert (completed["status"], completed["processed"], completed["interest_montages"]) == ("completed", 1, 1)
@@ -86,17 +87,17 @@ def test_no_arguments_with_batch_mode_once_runs_the_job(postgres_url: str, tmp_p
     assert stored.rows() == [(user, "general"), (user, "interest")]
 
 
-def test_unknown_batch_mode_exits_2_naming_the_variable(tmp_path: Path) -> None:
+def test_unknown_batch_mode_exits_2_naming_the_variable(run_cli: RunCli) -> None:
     # The database is unreachable on purpose: the mode is rejected before anything connects.
-    result = run_job(env=job_env(BATCH_MODE="bogus", DATABASE_URL="postgresql://root@127.0.0.1:1/x"), cwd=tmp_path)
+    result = run_cli(env={"BATCH_MODE": "bogus", "DATABASE_URL": "postgresql://root@127.0.0.1:1/x"})
     assert result.exit_code == 2, result.everything()
     assert "BATCH_MODE" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_disabled_batch_processing_exits_0_and_writes_nothing(seeded_url: str, tmp_path: Path) -> None:
-    env = job_env(DATABASE_URL=seeded_url, ENABLE_BATCH_PROCESSING="false")
-    result = run_job("once", "--as-of", AS_OF.isoformat(), env=env, cwd=tmp_path)
+def test_disabled_batch_processing_exits_0_and_writes_nothing(seeded_url: str, run_cli: RunCli) -> None:
+    env = {"DATABASE_URL": seeded_url, "ENABLE_BATCH_PROCESSING": "false"}
+    result = run_cli("once", "--as-of", AS_OF.isoformat(), env=env)
     assert result.exit_code == 0, result.everything()
     assert any("disabled" in message for message in result.messages()), result.everything()
     assert "Batch job started" not in result.messages()
@@ -106,8 +107,8 @@ def test_disabled_batch_processing_exits_0_and_writes_nothing(seeded_url: str, t
 # -- health check failures ---------------------------------------------------------------------------
 
 
-def test_health_fails_on_an_unmigrated_database(postgres_url: str, tmp_path: Path) -> None:
-    result = run_job("health", env=job_env(DATABASE_URL=postgres_url), cwd=tmp_path)
+def test_health_fails_on_an_unmigrated_database(postgres_url: str, run_cli: RunCli) -> None:
+    result = run_cli("health", env={"DATABASE_URL": postgres_url})
     assert result.exit_code == 1, result.everything()
     failures = health_failures(result)
     assert len(failures) == 1 and failures[0].startswith("health check failed: schema migrated: ")
@@ -117,25 +118,25 @@ def test_health_fails_on_an_unmigrated_database(postgres_url: str, tmp_path: Pat
     assert tables["n"][0] == 0, "the health check must not migrate"
 
 
-def test_batch_mode_health_reports_broken_configuration(tmp_path: Path) -> None:
+def test_batch_mode_health_reports_broken_configuration(run_cli: RunCli) -> None:
     """BATCH_MODE=health still runs when other settings are invalid, and says which one."""
-    env = job_env(BATCH_MODE="health", MONTAGE_BATCH_SIZE="-1", DATABASE_URL="postgresql://root@127.0.0.1:1/x")
-    result = run_job(env=env, cwd=tmp_path)
+    env = {"BATCH_MODE": "health", "MONTAGE_BATCH_SIZE": "-1", "DATABASE_URL": "postgresql://root@127.0.0.1:1/x"}
+    result = run_cli(env=env)
     assert result.exit_code == 1, result.everything()
     failures = health_failures(result)
     assert len(failures) == 1 and failures[0].startswith("health check failed: configuration: "), failures
     assert "MONTAGE_BATCH_SIZE" in failures[0]
 
 
-def test_health_reports_every_failure(tmp_path: Path) -> None:
+def test_health_reports_every_failure(run_cli: RunCli) -> None:
     closed = free_port()
     secret = "s3cr3t-Pa55"
-    env = job_env(
-        DATABASE_URL=f"postgresql://root:{secret}@127.0.0.1:1/montage",
-        USER_SERVICE_URL=f"http://127.0.0.1:{closed}",
-        DB_CONNECT_TIMEOUT="3s",
-    )
-    result = run_job("health", env=env, cwd=tmp_path, timeout=30)
+    env = {
+        "DATABASE_URL": f"postgresql://root:{secret}@127.0.0.1:1/montage",
+        "USER_SERVICE_URL": f"http://127.0.0.1:{closed}",
+        "DB_CONNECT_TIMEOUT": "3s",
+    }
+    result = run_cli("health", env=env)
     assert result.exit_code == 1, result.everything()
     failures = health_failures(result)
     assert len(failures) == 2, result.everything()
@@ -150,27 +151,27 @@ def test_health_reports_every_failure(tmp_path: Path) -> None:
 # -- health against real HTTP services ---------------------------------------------------------------
 
 
-def test_health_passes_when_both_services_answer_200(seeded_url: str, tmp_path: Path) -> None:
-    with stub_service(200) as checkins, stub_service(200) as users:
-        env = job_env(
-            DATABASE_URL=seeded_url,
-            CHECKIN_SERVICE_URL=checkins.url,
-            USER_SERVICE_URL=users.url + "/",  # a trailing slash must not double up
-            USER_SERVICE_API_KEY="user-key-123",
-        )
-        result = run_job("health", env=env, cwd=tmp_path)
+def test_health_passes_when_both_services_answer_200(seeded_url: str, run_cli: RunCli) -> None:
+    with health_service(200) as checkins, health_service(200) as users:
+        env = {
+            "DATABASE_URL": seeded_url,
+            "CHECKIN_SERVICE_URL": checkins.url,
+            "USER_SERVICE_URL": users.url + "/",  # a trailing slash must not double up
+            "USER_SERVICE_API_KEY": "user-key-123",
+        }
+        result = run_cli("health", env=env)
     assert result.exit_code == 0, result.everything()
     assert HEALTH_PASSED in result.stdout
-    assert [path for path, _ in checkins.requests] == ["/healthz"]
-    assert [path for path, _ in users.requests] == ["/healthz"]
-    assert "user-key-123" in users.requests[0][1].values(), "the API key goes with the request"
-    assert "user-key-123" not in checkins.requests[0][1].values(), "each service gets only its own key"
+    assert [(request.method, request.path) for request in checkins.requests] == [("GET", "/healthz")]
+    assert [(request.method, request.path) for request in users.requests] == [("GET", "/healthz")]
+    assert "user-key-123" in users.requests[0].headers.values(), "the API key goes with the request"
+    assert "user-key-123" not in checkins.requests[0].headers.values(), "each service gets only its own key"
 
 
-def test_health_fails_when_services_answer_500(seeded_url: str, tmp_path: Path) -> None:
-    with stub_service(500) as checkins, stub_service(500) as users:
-        env = job_env(DATABASE_URL=seeded_url, CHECKIN_SERVICE_URL=checkins.url, USER_SERVICE_URL=users.url)
-        result = run_job("health", env=env, cwd=tmp_path)
+def test_health_fails_when_services_answer_500(seeded_url: str, run_cli: RunCli) -> None:
+    with health_service(500) as checkins, health_service(500) as users:
+        env = {"DATABASE_URL": seeded_url, "CHECKIN_SERVICE_URL": checkins.url, "USER_SERVICE_URL": users.url}
+        result = run_cli("health", env=env)
     assert result.exit_code == 1, result.everything()
     failures = health_failures(result)
     assert len(failures) == 2, result.everything()

@@ -17,8 +17,10 @@ import pytest
 
 from montage_vec.config import load_settings
 from montage_vec.runtime.scheduler import next_run_time
-from tests.helpers import checkin, days, expected_montages, load_checkins, new_id, query, stored_montages
-from tests.runtime._procs import JobProcess, free_port, job_env, samples, single_value
+from tests.support.data import checkin, days, expected_montages, load_checkins, new_id, stored_montages
+from tests.support.database import query
+from tests.support.processes import JobProcess, free_port, job_env, wait_until
+from tests.support.servers import samples, single_value
 
 EVERY_TWO_SECONDS = "* * * * * */2"  # croniter: a sixth field is seconds
 NEVER_DURING_THE_TEST = "0 0 1 1 *"
@@ -31,13 +33,15 @@ def daemon_env(url: str, port: int, schedule: str, **extra: str) -> dict[str, st
 
 
 def stop(daemon: JobProcess) -> None:
-    """SIGTERM ends the daemon promptly with exit code 0."""
-    sent = daemon.send_signal(signal.SIGTERM)
-    code = daemon.wait(timeout=20)
-    elapsed = time.monotonic() - sent
+    """SIGTERM ends the daemon with exit code 0, "scheduler stopped" being its last word.
+
+    The wait's timeout is a hang guard: a daemon asleep until its next slot (January, for
+    NEVER_DURING_THE_TEST) must be woken by the signal, or it never exits."""
+    daemon.send_signal(signal.SIGTERM)
+    code = daemon.wait(timeout=60)
     assert code == 0, daemon.output()
-    assert elapsed < 10, f"the scheduler took {elapsed:.1f}s to stop"
-    assert daemon.wait_for_log("scheduler stopped", timeout=1)[1]["reason"] == "interrupted"
+    final = daemon.logs()[-1]
+    assert (final["message"], final["reason"]) == ("scheduler stopped", "interrupted"), daemon.output()
 
 
 def healthz(base: str) -> dict[str, Any]:
@@ -57,16 +61,16 @@ def test_scheduler_runs_on_schedule_survives_a_failed_run_and_serves_health_and_
     base = f"http://127.0.0.1:{port}"
     # The database starts unmigrated, so the first scheduled runs fail.
     with JobProcess("scheduler", env=daemon_env(postgres_url, port, EVERY_TWO_SECONDS), cwd=tmp_path) as daemon:
-        daemon.wait_for_log("scheduler started", timeout=30)
-        _, scheduled = daemon.wait_for_log("next run scheduled", timeout=10)
+        daemon.wait_for_log("scheduler started", timeout=60)
+        _, scheduled = daemon.wait_for_log("next run scheduled", timeout=60)
         next_run = datetime.fromisoformat(scheduled["next_run"])
         assert next_run.second % 2 == 0 and next_run.microsecond == 0
         logged_at = datetime.fromisoformat(scheduled["timestamp"].replace("Z", "+00:00"))
         assert timedelta(0) < next_run - logged_at <= timedelta(seconds=2)
 
-        failed_at, failed = daemon.wait_for_log("Batch job failed", timeout=15)
+        failed_at, failed = daemon.wait_for_log("Batch job failed", timeout=60)
         assert failed["error_type"] == "SchemaNotMigratedError"
-        daemon.wait_for_log("next run scheduled", timeout=10, after=failed_at)
+        daemon.wait_for_log("next run scheduled", timeout=60, after=failed_at)
         assert daemon.process.poll() is None, "a failed run must not end the daemon"
         health = healthz(base)
         assert health["last_run"]["status"] == "failed"
@@ -76,26 +80,28 @@ def test_scheduler_runs_on_schedule_survives_a_failed_run_and_serves_health_and_
         now = datetime.now(UTC)
         users = sorted(new_id() for _ in range(3))
         rows = [checkin(user, now - days(i + 1), tags=["coffee"]) for user in users for i in range(3)]
+        loaded_at = time.time()  # before the load: a run that sees the rows ends after this
         load_checkins(postgres_url, rows)
-        loaded_at = time.time()
         _, completed = daemon.wait_for_log(
-            "Batch job completed", timeout=20, after=failed_at, where=lambda entry: entry["processed"] == 3
+            "Batch job completed", timeout=60, after=failed_at, where=lambda entry: entry["processed"] == 3
         )
         assert (completed["status"], completed["errors"], completed["interest_montages"]) == ("completed", 0, 3)
         stored = query(postgres_url, "SELECT DISTINCT user_id::VARCHAR AS user_id FROM montages ORDER BY 1")
         assert stored["user_id"].to_list() == users
 
-        deadline = time.monotonic() + 10
-        while healthz(base)["last_run"]["status"] != "completed":
-            assert time.monotonic() < deadline, healthz(base)
-            time.sleep(0.1)
-        assert healthz(base)["last_run"]["job_id"].startswith("batch_")
+        # /healthz reports a completed run once the daemon has recorded it, just after its log line.
+        last_run = wait_until(
+            lambda: (run := healthz(base)["last_run"])["status"] == "completed" and run,
+            "/healthz reporting the completed run",
+        )
+        assert last_run["job_id"].startswith("batch_")
 
         response = httpx.get(f"{base}/metrics", timeout=10)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         text = response.text
-        assert single_value(text, "montage_batch_last_success_timestamp_seconds") >= loaded_at - 1
+        # The successful run is the one after the check-ins were loaded.
+        assert single_value(text, "montage_batch_last_success_timestamp_seconds") > loaded_at
         assert single_value(text, "montage_batch_users_processed_total") >= 3
         assert single_value(text, "montage_batch_runs_total", status="completed") >= 1
         assert samples(text, "montage_batch_chunk_duration_seconds_count")
@@ -110,7 +116,7 @@ def test_scheduler_runs_on_schedule_survives_a_failed_run_and_serves_health_and_
 
 
 def response_rows(body: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The regeneration answer in tests.helpers.stored_montages' form."""
+    """The regeneration answer in tests.support.data.stored_montages' form."""
     user = body["user_id"]
 
     def moment(text: str | None) -> datetime | None:
@@ -142,7 +148,7 @@ def test_realtime_regeneration_endpoint(postgres_url: str, tmp_path: Path) -> No
     base = f"http://127.0.0.1:{port}"
     env = daemon_env(postgres_url, port, NEVER_DURING_THE_TEST, ENABLE_REALTIME_GENERATION="true")
     with JobProcess("scheduler", env=env, cwd=tmp_path) as daemon:
-        daemon.wait_for_log("HTTP endpoints listening", timeout=30)
+        daemon.wait_for_log("HTTP endpoints listening", timeout=60)
 
         response = httpx.post(f"{base}/montages/{user}/regenerate", timeout=30)
         assert response.status_code == 200, response.text
