@@ -1,10 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from tests.helpers import checkin, days, expected_montages, load_checkins, new_id, stored_montages
-
-AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
+from tests.support.data import AS_OF, checkin, days, expected_montages, load_checkins, new_id, stored_montages
 
 
 def test_full_run_matches_recompute(database_url: str, run_cli) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
+from tests.support.database import PG_ADMIN_URL
+
 REPO = Path(__file__).resolve().parents[2]
-PG_ADMIN_URL = os.environ.get("MONTAGE_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 SECTIONS = (
     "# montage-vec throughput benchmark",
     "## Target ratios",

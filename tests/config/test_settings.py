@@ -4,7 +4,7 @@ database resolution (DATABASE_URL, DB_* parts, DB_READ_HOST) and the connection 
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -14,7 +14,8 @@ import pytest
 from montage_vec.config import Settings, load_settings
 from montage_vec.engine import MontageParams
 from montage_vec.errors import ConfigError
-from tests.helpers import checkin, days, expected_montages, load_checkins, new_id, query, stored_montages
+from tests.support.data import AS_OF, checkin, days, expected_montages, load_checkins, new_id, stored_montages
+from tests.support.database import query
 
 EXIT_CONFIG = 2
 
@@ -378,9 +379,6 @@ def test_db_read_host_is_ignored_for_duckdb(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("DATABASE_URL", "duckdb:///local.duckdb")
     monkeypatch.setenv("DB_READ_HOST", "replica.internal")
     assert load_settings().database().read_location is None
-
-
-AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 @pytest.mark.postgres

@@ -7,11 +7,12 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-import adbc_driver_postgresql.dbapi as pg
 import pytest
 
-from tests.events._outbox import (
-    AS_OF,
+from tests.support.cli import job_id_of, run_once
+from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
+from tests.support.database import execute, query
+from tests.support.outbox import (
     COMPLETED,
     FAILED,
     GENERATED,
@@ -19,14 +20,11 @@ from tests.events._outbox import (
     STARTED,
     events,
     expected_event_id,
-    job_id_of,
     montages,
-    run_once,
     runs,
     type_counts,
 )
-from tests.helpers import checkin, days, load_checkins, new_id, query
-from tests.services._servers import closed_port_url
+from tests.support.servers import closed_port_url
 
 
 def sample(user_a: str, user_b: str, user_c: str) -> dict[str, dict[str, Any]]:
@@ -201,11 +199,6 @@ CREATE TRIGGER reject_poison BEFORE INSERT ON montage_items FOR EACH ROW EXECUTE
 """
 
 
-def pg_execute(url: str, sql: str) -> None:
-    with pg.connect(url, autocommit=True) as connection, connection.cursor() as cursor:
-        cursor.execute(sql)
-
-
 @pytest.mark.postgres
 def test_events_commit_with_the_montages_they_describe(postgres_url: str, run_cli) -> None:
     good = [new_id() for _ in range(5)]
@@ -214,7 +207,7 @@ def test_events_commit_with_the_montages_they_describe(postgres_url: str, run_cl
     poison_rows = [checkin(poison_user, AS_OF - days(i + 1), tags=["tea"]) for i in range(3)]
     load_checkins(postgres_url, rows + poison_rows)
     for statement in POISON_TRIGGER.format(poison=poison_rows[0]["id"]).split("---"):
-        pg_execute(postgres_url, statement)
+        execute(postgres_url, statement)
 
     first = run_once(run_cli, postgres_url, env={"MONTAGE_BATCH_SIZE": "100"})
     job = job_id_of(first)
@@ -230,7 +223,7 @@ def test_events_commit_with_the_montages_they_describe(postgres_url: str, run_cl
     assert "poisoned check-in" in retry[0]["error"]  # the trigger's own words, not just the SQL
 
     # Without the trigger the next run picks the user up from the retry list, events and all.
-    pg_execute(postgres_url, "DROP TRIGGER reject_poison ON montage_items")
+    execute(postgres_url, "DROP TRIGGER reject_poison ON montage_items")
     second = job_id_of(run_once(run_cli, postgres_url))
     later = events(postgres_url, job_id=second)
     assert type_counts(later) == Counter({STARTED: 1, COMPLETED: 1, GENERATED: 2, INVALIDATED: 1})
@@ -257,7 +250,7 @@ def test_a_chunk_retried_after_a_transient_error_writes_its_events_once(postgres
     a, b, c = users()
     load_checkins(postgres_url, list(sample(a, b, c).values()))
     for statement in FLAKY_TRIGGER.split("---"):
-        pg_execute(postgres_url, statement)
+        execute(postgres_url, statement)
     result = run_once(run_cli, postgres_url)
     assert result.log("transient error; retrying the chunk on a new connection")["attempt"] == 1
     job = job_id_of(result)

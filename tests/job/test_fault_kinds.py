@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from tests.helpers import checkin, days, load_checkins, new_id, query
-from tests.job._support import AS_OF, execute, watermark
+from tests.support.data import AS_OF, checkin, days, load_checkins, new_id, watermark
+from tests.support.database import execute, query
 
 EXIT_SCHEMA = 3
 EXIT_PERMISSION = 77

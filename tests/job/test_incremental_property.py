@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import checkin
-from tests.job._support import AS_OF, Checkins, assert_matches_recompute, run_once
+from tests.support.cli import run_once
+from tests.support.data import AS_OF, Checkins, assert_matches_recompute, checkin
 
 USERS = 3
 # Few distinct tags (coffee in several spellings) so that interests form, age and break often.
@@ -132,7 +132,7 @@ class Scenario:
         if self.pending:
             self.data.put(list(self.pending.values()))
             self.pending.clear()
-        result = run_once(self.run_cli, self.url, self.as_of, env={"WATERMARK_OVERLAP": self.overlap})
+        result = run_once(self.run_cli, self.url, as_of=self.as_of, env={"WATERMARK_OVERLAP": self.overlap})
         expected_mode = "full" if self.runs == 0 else "incremental"
         assert result.log("Batch job started")["mode"] == expected_mode
         assert result.log("Batch job completed")["errors"] == 0

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.events._outbox import AS_OF, RUNS_QUERY, job_id_of, run_once
-from tests.helpers import checkin, days, expected_montages, load_checkins, new_id, query, stored_montages
-from tests.services._servers import FakeService, Reply, Request, closed_port_url
+from tests.support.cli import job_id_of, run_once
+from tests.support.data import AS_OF, checkin, days, expected_montages, load_checkins, new_id, stored_montages
+from tests.support.database import query
+from tests.support.outbox import RUNS_QUERY
+from tests.support.servers import FakeService, Reply, Request, closed_port_url
 
 API_KEY = "checkin-service-key-Rw4x"
 PAGE_SIZE = 7

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.events._outbox import AS_OF, INVALIDATED, events, job_id_of, run_once
-from tests.helpers import checkin, days, expected_montages, load_checkins, new_id, stored_montages
-from tests.services._servers import FakeService, Reply, Request, closed_port_url
+from tests.support.cli import job_id_of, run_once
+from tests.support.data import AS_OF, checkin, days, expected_montages, load_checkins, new_id, stored_montages
+from tests.support.outbox import INVALIDATED, events
+from tests.support.servers import FakeService, Reply, Request, closed_port_url
 
 PATH = "/internal/montages/cache-invalidations"
 API_KEY = "user-service-key-7Hq2"

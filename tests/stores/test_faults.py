@@ -34,7 +34,7 @@ from montage_vec.errors import (
 )
 from montage_vec.stores import ChunkWrite, RunRecord, SqlSession, Store, open_store
 from montage_vec.stores.faults import Fault, FaultKind, store_error
-from tests.conftest import PG_ADMIN_URL
+from tests.support.database import PG_ADMIN_URL
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
 U1 = "6f9d6a52-2c1e-4f7b-8d0e-1a2b3c4d5e6f"
