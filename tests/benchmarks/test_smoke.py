@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.database import PG_ADMIN_URL
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = (
     "# montage-vec throughput benchmark",

@@ -163,6 +163,7 @@ def test_user_id_that_is_not_a_uuid(duckdb_url: str, run_cli) -> None:
 # -- the installed console scripts -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_migrate_demo_then_once_from_the_console_script(tmp_path: Path, run_cli: RunCli) -> None:
     url = f"duckdb:///{tmp_path}/demo.duckdb"
     migrate = run_cli("migrate", env={"DATABASE_URL": url})

@@ -434,6 +434,7 @@ def test_property_engine_matches_reference_with_varied_params_on_shared_tags(
     _check_against_reference(*scenario)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios(vary_params=True, broken=True))
 def test_property_engine_matches_reference_with_rejected_users(
@@ -449,6 +450,7 @@ def _assert_same_result(actual: MontageSet, expected: MontageSet) -> None:
     assert set(actual.rejected["user_id"]) == set(expected.rejected["user_id"])
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios(vary_params=True, broken=True), st.randoms(use_true_random=False))
 def test_property_shuffling_input_rows_does_not_change_the_result(
@@ -469,6 +471,7 @@ def _sorted_result(montages: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.Data
     )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios(vary_params=True, broken=True), st.data())
 def test_property_user_chunks_concatenate_to_the_one_shot_result(
@@ -494,6 +497,7 @@ def test_property_user_chunks_concatenate_to_the_one_shot_result(
     assert {user for part in parts for user in part.rejected["user_id"]} == set(whole.rejected["user_id"])
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios(vary_params=True, broken=True))
 def test_property_arrow_table_input_equals_polars_input(
@@ -505,6 +509,7 @@ def test_property_arrow_table_input_equals_polars_input(
     )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios(vary_params=True), st.randoms(use_true_random=False))
 def test_property_extra_columns_are_ignored(

@@ -219,6 +219,7 @@ def _disagreements(pattern: Callable[[str], str], code_points: list[str]) -> lis
     return wrong[:5] or [("<order or duplicates differ>", "")]
 
 
+@pytest.mark.slow
 def test_rule2_every_code_point_lowercases_like_python() -> None:
     assert _disagreements(lambda c: c, _all_code_points()) == []
 
@@ -247,6 +248,7 @@ def test_rule2_final_sigma_next_to_every_code_point_normalises_like_python() -> 
     assert {name: wrong for name, wrong in found.items() if wrong} == {}
 
 
+@pytest.mark.slow
 @property_settings(max_examples=150)
 @given(st.lists(st.none() | st.lists(st.none() | ANY_TEXT | LONG_TEXT, max_size=6), min_size=1, max_size=6))
 def test_rule2_property_engine_normalises_like_python(raw_lists: list[list[str | None] | None]) -> None:

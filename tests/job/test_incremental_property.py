@@ -152,6 +152,7 @@ class Scenario:
         self.pending[row["id"]] = stamped
 
 
+@pytest.mark.slow
 @settings(PROPERTY_SETTINGS, max_examples=12)
 @given(scenario=scenarios)
 def test_incremental_runs_equal_full_recompute_duckdb(run_cli, scenario) -> None:
@@ -162,6 +163,7 @@ def test_incremental_runs_equal_full_recompute_duckdb(run_cli, scenario) -> None
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @settings(PROPERTY_SETTINGS, max_examples=3)
 @given(scenario=scenarios)

@@ -411,6 +411,7 @@ def _edit_synthetic(frame: pl.DataFrame) -> pl.DataFrame:
     ).drop("n")
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_synthetic_users_identical_between_duckdb_and_postgresql(duckdb_url: str, postgres_url: str, run_cli) -> None:
     frame = pl.DataFrame(generate_checkins(SyntheticSpec(users=300, seed=11, as_of=AS_OF)))

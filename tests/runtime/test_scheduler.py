@@ -53,6 +53,7 @@ def healthz(base: str) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_scheduler_runs_on_schedule_survives_a_failed_run_and_serves_health_and_metrics(
     postgres_url: str, tmp_path: Path
@@ -134,6 +135,7 @@ def response_rows(body: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tup
     return montages, sorted(item(i) for i in body["items"])
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_realtime_regeneration_endpoint(postgres_url: str, tmp_path: Path) -> None:
     now = datetime.now(UTC)

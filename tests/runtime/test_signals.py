@@ -37,6 +37,7 @@ def run_log(url: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
 )
+@pytest.mark.slow
 def test_stop_signal_mid_run_keeps_whole_chunks(
     synthetic_db: SyntheticDatabase, tmp_path: Path, run_cli: RunCli, signum: signal.Signals, exit_code: int
 ) -> None:

@@ -15,7 +15,7 @@ from montage_vec.stores.render import SqlValue, Timestamp, UuidArray, render
 from tests.support.data import load_frame, synthetic
 from tests.support.database import execute
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def explain(url: str, sql: str) -> str:
