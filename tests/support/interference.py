@@ -33,7 +33,6 @@ WHERE a.application_name = 'montage-vec' AND a.pid <> pg_backend_pid() AND a.dat
 """
 HOLDS_ADVISORY_LOCK = "EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)"
 WHICH = {
-    "all": "",
     # The run's control session holds the shard's advisory lock; chunk workers do not.
     "lock holder": f"AND {HOLDS_ADVISORY_LOCK}",
     "workers": f"AND NOT {HOLDS_ADVISORY_LOCK}",
@@ -44,11 +43,12 @@ SELECT count(*) AS n {JOB_BACKENDS}
 """
 
 
-def terminate(url: str, which: Literal["all", "lock holder", "workers"]) -> int:
-    """Terminate the job's connections to this database (`which` of them); how many there were.
+def terminate(url: str, which: Literal["lock holder", "workers"]) -> int:
+    """Terminate the job's connections to this database (`which` of them); how many went.
 
     Returns once they are gone (`pg_terminate_backend` with a wait), so that, say, a killed
-    lock holder's lock is free when this returns."""
+    lock holder's lock is free when this returns. Kill while the job can notice nothing (its
+    chunk held at a WriteGate): a connection that closes on its own meanwhile is not counted."""
     terminated = f"pg_terminate_backend(a.pid, {int(HANG_GUARD * 1000)})"  # false if it outlived the wait
     sql = f"SELECT count(*) FILTER (WHERE {terminated}) AS n {JOB_BACKENDS} {WHICH[which]}"
     return int(query(url, sql)["n"][0])
