@@ -24,7 +24,6 @@ import pytest
 
 from montage_vec.config import load_settings
 from montage_vec.engine import compute_montages
-from montage_vec.engine.schema import UTC_MICROS
 from montage_vec.errors import (
     DataStoreError,
     PermissionStoreError,
@@ -34,17 +33,12 @@ from montage_vec.errors import (
 )
 from montage_vec.stores import ChunkWrite, RunRecord, SqlSession, Store, open_store
 from montage_vec.stores.faults import Fault, FaultKind, store_error
+from tests.support.data import checkin, checkin_frame
 from tests.support.database import PG_ADMIN_URL
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
 U1 = "6f9d6a52-2c1e-4f7b-8d0e-1a2b3c4d5e6f"
 U2 = "0b7c1d7e-3a39-4f0e-9a52-5f0c8a1b2c3d"
-
-CHECKIN_FRAME: dict[str, Any] = {
-    "id": pl.String, "user_id": pl.String, "created_at": UTC_MICROS, "updated_at": UTC_MICROS,
-    "deleted_at": UTC_MICROS, "privacy": pl.String, "text_content": pl.String, "media_url": pl.String,
-    "media_type": pl.String, "thumbnail_url": pl.String, "location_name": pl.String, "tags": pl.List(pl.String),
-}  # fmt: skip
 
 
 # -- plumbing -------------------------------------------------------------------------------
@@ -86,25 +80,13 @@ def count(url: str, table: str) -> int:
 
 
 def checkins(user_id: str, number: int, tags: list[str], **fields: Any) -> pl.DataFrame:
-    rows = [
-        {
-            "id": str(uuid.uuid4()),
-            "user_id": user_id,
-            "created_at": AS_OF - timedelta(days=index + 1),
-            "updated_at": AS_OF - timedelta(days=index + 1),
-            "deleted_at": None,
-            "privacy": "public",
-            "text_content": f"check-in {index}",
-            "media_url": None,
-            "media_type": None,
-            "thumbnail_url": None,
-            "location_name": None,
-            "tags": tags,
-            **fields,
-        }
-        for index in range(number)
-    ]
-    return pl.DataFrame(rows, schema=CHECKIN_FRAME)
+    """`number` daily check-ins of one user before AS_OF, newest first."""
+    return checkin_frame(
+        [
+            checkin(user_id, AS_OF - timedelta(days=index + 1), tags=tags, text_content=f"check-in {index}", **fields)
+            for index in range(number)
+        ]
+    )
 
 
 def run_record(job_id: str = "job-1") -> RunRecord:

@@ -11,7 +11,6 @@ including a whole session's work on that schema.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -24,7 +23,7 @@ import pytest
 
 from montage_vec.config import load_settings
 from montage_vec.engine import compute_montages
-from montage_vec.engine.schema import REJECTED_SCHEMA, UTC_MICROS
+from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import InputDataError
 from montage_vec.stores import ChunkWrite, RunRecord, Store, Tables, chunk_sql, migrations, statements
 from montage_vec.stores.backends.base import Backend, Connection, Dialect
@@ -40,6 +39,7 @@ from montage_vec.stores.render import (
     UuidArray,
     render,
 )
+from tests.support.data import checkin, checkin_frame
 
 DIALECTS: dict[str, Dialect] = {"duckdb": DUCKDB, "postgresql": POSTGRES}
 WEIRD_SCHEMA = 'we{ir}d"s\\chema'
@@ -325,30 +325,8 @@ def test_rendered_statements_run_in_an_awkward_schema(database_url: str) -> None
 
 
 def checkin_rows(user_id: str, as_of: datetime, count: int, tags: list[str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": str(uuid.uuid4()),
-            "user_id": user_id,
-            "created_at": as_of - timedelta(days=index + 1),
-            "updated_at": as_of - timedelta(days=index + 1),
-            "deleted_at": None,
-            "privacy": "public",
-            "text_content": f"check-in {index}",
-            "media_url": None,
-            "media_type": None,
-            "thumbnail_url": None,
-            "location_name": None,
-            "tags": tags,
-        }
-        for index in range(count)
-    ]
-
-
-CHECKIN_FRAME: dict[str, Any] = {
-    "id": pl.String, "user_id": pl.String, "created_at": UTC_MICROS, "updated_at": UTC_MICROS,
-    "deleted_at": UTC_MICROS, "privacy": pl.String, "text_content": pl.String, "media_url": pl.String,
-    "media_type": pl.String, "thumbnail_url": pl.String, "location_name": pl.String, "tags": pl.List(pl.String),
-}  # fmt: skip
+    """`count` daily check-ins of one user before `as_of`."""
+    return [checkin(user_id, as_of - timedelta(days=index + 1), tags=tags) for index in range(count)]
 
 
 def create_job_tables_in(connection: Connection, schema: str) -> None:
@@ -367,9 +345,7 @@ def test_a_session_does_all_its_work_in_an_awkward_schema(database_url: str) -> 
     """Every session operation, with the job's tables in `we{ir}d"s\\chema`: loading, planning,
     extraction, a chunk write (both dialects' chunk statements), failures, runs and watermarks."""
     as_of = datetime(2026, 1, 1, tzinfo=UTC)
-    checkins = pl.DataFrame(
-        checkin_rows(U1, as_of, 5, ["coffee"]) + checkin_rows(U2, as_of, 4, ["tea"]), schema=CHECKIN_FRAME
-    )
+    checkins = checkin_frame(checkin_rows(U1, as_of, 5, ["coffee"]) + checkin_rows(U2, as_of, 4, ["tea"]))
     computed = compute_montages(checkins.drop("updated_at"), as_of)
     assert computed.montages.height >= 4  # general and interest montages of both users
 
