@@ -63,6 +63,6 @@ def run_once(
 
 def _push_metrics(settings: Settings, metrics: JobMetrics, succeeded: bool) -> None:
     try:
-        metrics.push(str(settings.pushgateway_url), settings.shard().key, succeeded)
+        metrics.push(str(settings.pushgateway_url), settings.montage_shard, succeeded)
     except MontageVecError as exc:
         logger.error("metrics push failed; the run's outcome stands", error=str(exc))

@@ -48,6 +48,12 @@ _ERRORS: dict[FaultKind, tuple[type[StoreError], str]] = {
 }
 
 
+def first_line(exc: BaseException) -> str:
+    """A driver error's first line (the rest is often the statement), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def store_error(fault: Fault) -> StoreError:
     """The StoreError for a fault, its message masked of secrets."""
     error_class, prefix = _ERRORS[fault.kind]

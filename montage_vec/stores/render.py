@@ -115,6 +115,6 @@ def render(template: str, dialect: str, values: Mapping[str, SqlValue]) -> str:
     if missing := wanted - values.keys():
         raise RenderError(f"no value for placeholder(s) {sorted(missing)}")
     for name in wanted:
-        if not isinstance(values[name], Identifier | Keyword | Timestamp | UuidArray):
+        if not isinstance(values[name], SqlValue):
             raise RenderError(f"{name}: {type(values[name]).__name__} cannot be rendered into SQL")
     return PLACEHOLDER.sub(lambda match: values[match.group(1)].sql(dialect), template)

@@ -167,9 +167,9 @@ class SqlSession:
         with self._unit():
             if self._dialect.extract_from_staged_users:
                 self._connection.stage("stage_users", pl.DataFrame({"user_id": user_ids}))
-                sql = self._sql(self._dialect.extract_checkins)
+                sql = self._sql(statements.EXTRACT_CHECKINS_OF_STAGED_USERS)
             else:
-                sql = self._sql(self._dialect.extract_checkins, user_ids=UuidArray.of(user_ids))
+                sql = self._sql(statements.EXTRACT_CHECKINS_OF_ARRAY, user_ids=UuidArray.of(user_ids))
             extracted = self._connection.fetch_frame(sql, replica=True)
         return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
 

@@ -25,9 +25,10 @@ class Dialect:
     name: str  # also the folder of its migrations under sql/
     json_type: Keyword
     json_object: Keyword
+    # How a chunk's users reach the extraction: staged as "stage_users", or a uuid array
+    # literal (see statements.EXTRACT_CHECKINS_OF_*).
+    extract_from_staged_users: bool
     # Complete statements where the fast plan differs per backend.
-    extract_checkins: str  # see statements.EXTRACT_CHECKINS_OF_*
-    extract_from_staged_users: bool  # True: extract_checkins reads "stage_users", else {user_ids}
     mark_changed_items: str
     delete_replaced_items: str
     # Statements run after staging a chunk, and after creating its work tables.

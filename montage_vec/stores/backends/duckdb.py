@@ -19,16 +19,15 @@ import polars as pl
 
 from montage_vec.config.secrets import redact
 from montage_vec.errors import RunLockedError, StoreError
-from montage_vec.stores import chunk_sql, statements
+from montage_vec.stores import chunk_sql
 from montage_vec.stores.backends.base import Dialect
-from montage_vec.stores.faults import Fault, FaultKind
+from montage_vec.stores.faults import Fault, FaultKind, first_line
 from montage_vec.stores.render import Keyword
 
 DUCKDB = Dialect(
     name="duckdb",
     json_type=Keyword("JSON"),
     json_object=Keyword("json_object"),
-    extract_checkins=statements.EXTRACT_CHECKINS_OF_STAGED_USERS,
     extract_from_staged_users=True,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_JOIN,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_JOIN,
@@ -129,8 +128,7 @@ class DuckDBConnection:
     def fault(self, exc: BaseException) -> Fault | None:
         if not isinstance(exc, duckdb.Error):
             return None
-        text = str(exc)
-        message = text.splitlines()[0] if text else type(exc).__name__
+        message = first_line(exc)
         if "read-only mode" in message:
             return Fault(FaultKind.PERMISSION, message)
         kind = next((kind for error, kind in _KINDS if isinstance(exc, error)), FaultKind.OTHER)

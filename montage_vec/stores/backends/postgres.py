@@ -18,16 +18,15 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import adbc_driver_postgresql.dbapi as dbapi
 import polars as pl
 
-from montage_vec.stores import chunk_sql, statements
+from montage_vec.stores import chunk_sql
 from montage_vec.stores.backends.base import Dialect
-from montage_vec.stores.faults import Fault, FaultKind, store_error
+from montage_vec.stores.faults import Fault, FaultKind, first_line, store_error
 from montage_vec.stores.render import Keyword
 
 POSTGRES = Dialect(
     name="postgresql",
     json_type=Keyword("jsonb"),
     json_object=Keyword("jsonb_build_object"),
-    extract_checkins=statements.EXTRACT_CHECKINS_OF_ARRAY,
     extract_from_staged_users=False,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_PROBE,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_ARRAY,
@@ -104,8 +103,7 @@ def _server_message(exc: BaseException) -> str:
     primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
     if primary:
         return bytes(primary).decode("utf-8", errors="replace")
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 # A refused login carries no SQLSTATE through the driver, only the server's FATAL text.
