@@ -20,7 +20,7 @@ import pyarrow as pa
 from montage_vec.config import load_settings
 from montage_vec.stores import open_store
 from montage_vec.stores.backends.postgres import session_uri
-from montage_vec.stores.migrations import package_migrations
+from montage_vec.stores.migrations import package_migrations, source_ddl
 
 JOB_TABLES = (
     "montage_items", "montages", "montage_events", "montage_job_runs", "montage_job_watermarks",
@@ -93,7 +93,8 @@ class BenchDatabase(ABC):
 
     def ddl(self, prefix: str = "") -> list[str]:
         """The product's DDL statements; with a prefix, only the montage tables, renamed (indexes too)."""
-        statements = [s for migration in package_migrations(self.backend) for s in migration.statements()]
+        own_checkins = [s.replace("{checkins}", '"checkins"') for s in source_ddl(self.backend, "own_checkins")]
+        statements = own_checkins + [s for m in package_migrations(self.backend) for s in m.statements()]
         if not prefix:
             return statements
         wanted = [s for s in statements if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s]

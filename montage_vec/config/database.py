@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
+from montage_vec.config.relation import DEFAULT_SOURCE, RelationName
 from montage_vec.config.secrets import redact, register_secret
 from montage_vec.errors import ConfigError
 
@@ -19,12 +20,19 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 @dataclass(frozen=True)
 class DatabaseTarget:
-    """`kind` picks the store; `location` is a file path (DuckDB) or a libpq URI (PostgreSQL)."""
+    """`kind` picks the store; `location` is a file path (DuckDB) or a libpq URI (PostgreSQL).
+
+    `schema` holds the job's own tables (None: the connection's current schema); `source`
+    is the relation check-ins are read from; `session_options` are the operator's PGOPTIONS.
+    """
 
     kind: Literal["duckdb", "postgresql"]
     location: str = field(repr=False)
     read_location: str | None = field(default=None, repr=False)
     duckdb_memory_limit: str | None = None
+    schema: str | None = None
+    source: RelationName = field(default_factory=lambda: RelationName(DEFAULT_SOURCE))
+    session_options: str | None = field(default=None, repr=False)
 
     @property
     def display(self) -> str:
@@ -33,6 +41,11 @@ class DatabaseTarget:
 
 
 def resolve_database(settings: Settings) -> DatabaseTarget:
+    target = _resolve_location(settings)
+    return replace(target, schema=settings.montage_schema, source=settings.source(), session_options=settings.pgoptions)
+
+
+def _resolve_location(settings: Settings) -> DatabaseTarget:
     if settings.database_url is not None:
         return _from_url(settings.database_url.get_secret_value(), settings)
     if settings.db_host:

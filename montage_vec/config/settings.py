@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from montage_vec.config.database import DatabaseTarget, resolve_database
 from montage_vec.config.durations import parse_duration
+from montage_vec.config.relation import DEFAULT_SOURCE, RelationName, parse_schema
 from montage_vec.config.secrets import redact, register_secret
 from montage_vec.config.shard import Shard
 from montage_vec.errors import ConfigError
@@ -87,6 +88,14 @@ class Settings(BaseSettings):
     # The embedded database's buffer pool lives in the job's own process.
     duckdb_memory_limit: str = Field(default="256MB", pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$")
 
+    # Adopting an application's database (README, "Adopting an application's database").
+    montage_source: str = DEFAULT_SOURCE
+    montage_schema: str | None = None
+    montage_change_capture: Literal["auto", "trigger", "watermark"] = "auto"
+    # libpq's own variable. The job sets session options itself (UTC), which would make
+    # libpq ignore PGOPTIONS, so it is read here and merged into them.
+    pgoptions: str | None = None
+
     # The montage contract.
     montage_max_items: int = Field(default=20, ge=1, le=1000)
     montage_min_interest_occurrence: int = Field(default=3, ge=1)
@@ -117,6 +126,16 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_shard(cls, value: str) -> str:
         return Shard.parse(value).key
+
+    @field_validator("montage_source")
+    @classmethod
+    def _valid_source(cls, value: str) -> str:
+        return str(RelationName.parse(value))
+
+    @field_validator("montage_schema")
+    @classmethod
+    def _valid_schema(cls, value: str | None) -> str | None:
+        return parse_schema(value) if value is not None and value.strip() else None
 
     @field_validator("checkin_service_api_key", "user_service_api_key", mode="before")
     @classmethod
@@ -171,6 +190,9 @@ class Settings(BaseSettings):
 
     def shard(self) -> Shard:
         return Shard.parse(self.montage_shard)
+
+    def source(self) -> RelationName:
+        return RelationName.parse(self.montage_source)
 
     def database(self) -> DatabaseTarget:
         return resolve_database(self)

@@ -1,4 +1,4 @@
-"""What a run will do: its mode, reference time, watermark window and chunks of users."""
+"""What a run will do: its mode, how it finds changes, its reference time and chunks of users."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from typing import Literal
 import polars as pl
 
 from montage_vec.config.shard import Shard
+from montage_vec.errors import SchemaStoreError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
+from montage_vec.stores.render import Snapshot
 
 CandidateMode = Literal["incremental", "full", "users"]
+CaptureMode = Literal["trigger", "watermark"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,33 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True)
+class ChangeCapture:
+    """How an incremental run finds changed users (README, "Change capture"), and why."""
+
+    mode: CaptureMode
+    reason: str
+    # The snapshot whose captured changes the run consumes: set whenever the triggers are
+    # installed (also in watermark mode, so that the change table does not grow forever).
+    snapshot: Snapshot | None = None
+
+
+def choose_capture(requested: str, installed: bool, database_source: bool) -> ChangeCapture:
+    """MONTAGE_CHANGE_CAPTURE (`auto`, `trigger`, `watermark`) against what the database has."""
+    if not database_source:
+        return ChangeCapture("watermark", "check-ins come from the check-in service")
+    if requested == "watermark":
+        return ChangeCapture("watermark", "MONTAGE_CHANGE_CAPTURE=watermark")
+    if installed:
+        return ChangeCapture("trigger", "the capture triggers are installed on the source")
+    if requested == "trigger":
+        raise SchemaStoreError(
+            "MONTAGE_CHANGE_CAPTURE=trigger, but the capture triggers are not installed on the source: "
+            "run `montage-vec migrate --capture-triggers`"
+        )
+    return ChangeCapture("watermark", "no capture triggers on the source (`migrate --capture-triggers` adds them)")
+
+
+@dataclass(frozen=True)
 class CandidatePlan:
     """Which users a run processes and why (README, "Which users a run processes")."""
 
@@ -43,12 +73,22 @@ class CandidatePlan:
     as_of: datetime
     since: datetime | None = None
     user_ids: tuple[str, ...] = ()
+    capture: ChangeCapture = ChangeCapture("watermark", "default")
+    # Reconciliation needs the check-ins in the database (not behind the check-in service).
+    reconcile: bool = True
+    privacy_included: tuple[str, ...] = ()
 
 
 def plan_candidates(
-    options: RunOptions, as_of: datetime, watermark: datetime | None, overlap: timedelta
+    options: RunOptions,
+    as_of: datetime,
+    watermark: datetime | None,
+    overlap: timedelta,
+    capture: ChangeCapture | None = None,
+    reconcile: bool = True,
+    privacy_included: tuple[str, ...] = (),
 ) -> CandidatePlan:
-    """Incremental from the watermark (minus the overlap for late commits), or full, or named users."""
+    """Incremental from the watermark (minus the overlap for clock skew), or full, or named users."""
     mode: CandidateMode
     if options.user_ids:
         mode = "users"
@@ -57,19 +97,46 @@ def plan_candidates(
     else:
         mode = "incremental"
     since = watermark - overlap if mode == "incremental" and watermark is not None else None
-    return CandidatePlan(mode=mode, as_of=as_of, since=since, user_ids=options.user_ids)
+    return CandidatePlan(
+        mode=mode,
+        as_of=as_of,
+        since=since,
+        user_ids=options.user_ids,
+        capture=capture or ChangeCapture("watermark", "default"),
+        reconcile=reconcile,
+        privacy_included=privacy_included,
+    )
 
 
 def find_candidates(plan: CandidatePlan, source: CheckinSource, store: JobStore, shard: Shard) -> pl.Series:
-    """Sorted distinct users of this shard: changed check-ins plus montages to revisit, or everyone."""
+    """Sorted distinct users of this shard: changed users, montages to revisit and reconciled
+    users (incremental), or everyone (full), or the named users."""
     if plan.mode == "users":
         # Named users are processed exactly as asked, whatever shard they fall in.
         return pl.Series("user_id", plan.user_ids, dtype=pl.String).unique().sort()
     if plan.mode == "full" or plan.since is None:
-        found = pl.concat([source.all_users(), store.montage_users()])
+        found = [source.all_users(), store.montage_users()]
     else:
-        found = pl.concat([source.changed_users(plan.since), store.revisit_users(plan.as_of)])
-    return shard.owns(found.rename("user_id").unique().sort())
+        snapshot = plan.capture.snapshot
+        if plan.capture.mode == "trigger" and snapshot is not None:
+            found = [store.captured_users(snapshot)]
+        else:
+            found = [source.changed_users(plan.since)]
+        found.append(store.revisit_users(plan.as_of))
+        if plan.reconcile:
+            found.append(store.reconcile_users(plan.privacy_included))
+    return owned_users(found, shard)
+
+
+def consumed_changes(plan: CandidatePlan, store: JobStore, shard: Shard) -> pl.Series:
+    """This shard's users among the captured changes the run's snapshot sees (pruned when it completes)."""
+    if plan.capture.snapshot is None:
+        return pl.Series("user_id", [], dtype=pl.String)
+    return owned_users([store.captured_users(plan.capture.snapshot)], shard)
+
+
+def owned_users(found: list[pl.Series], shard: Shard) -> pl.Series:
+    return shard.owns(pl.concat([users.rename("user_id").cast(pl.String) for users in found]).unique().sort())
 
 
 def chunked(user_ids: pl.Series, size: int) -> Iterator[pl.Series]:

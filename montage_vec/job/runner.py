@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+from datetime import datetime
 
 import polars as pl
 from loguru import logger
@@ -26,7 +28,17 @@ from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLo
 from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
-from montage_vec.job.plan import RunOptions, chunked, find_candidates, new_job_id, plan_candidates, utc_now
+from montage_vec.job.plan import (
+    CandidatePlan,
+    RunOptions,
+    choose_capture,
+    chunked,
+    consumed_changes,
+    find_candidates,
+    new_job_id,
+    plan_candidates,
+    utc_now,
+)
 from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.summary import RunSummary, run_record
 from montage_vec.stores import SqlSession, Store
@@ -113,18 +125,24 @@ class _Run:
         summary = self.summary
         source = checkin_source or session
         summary.watermark_from = session.read_watermark(self.shard.key)
-        plan = plan_candidates(self.options, summary.as_of, summary.watermark_from, self.settings.watermark_overlap)
+        plan = self._plan(session, checkin_source is None)
         summary.mode = plan.mode
         self._record(session)  # the run exists (and its started event) before anything can fail
         self.observers.run_started(summary)
         planning_started = time.perf_counter()
+        # The oldest open transaction first: one that commits after this read began after the
+        # run started, so its rows are newer than any watermark this run saves.
+        open_since = session.oldest_open_transaction() if checkin_source is None else None
         data_time = source.latest_data_time(not_after=summary.started_at)
         users = find_candidates(plan, source, session, self.shard)
+        consumed = consumed_changes(plan, session, self.shard)
         summary.candidates = len(users)
         summary.totals.seconds["candidates"] = time.perf_counter() - planning_started
         self.log.info(
             "Batch job started",
             mode=plan.mode,
+            change_capture=plan.capture.mode,
+            change_capture_reason=plan.capture.reason,
             as_of=summary.as_of.isoformat(),
             since=plan.since.isoformat() if plan.since else None,
             candidates=len(users),
@@ -134,10 +152,35 @@ class _Run:
             dry_run=self.options.dry_run,
         )
         self._process_all(session, users, checkin_source)
-        if plan.mode != "users" and not self.options.dry_run and data_time is not None:
-            previous = summary.watermark_from
-            summary.watermark_to = max(data_time, previous) if previous else data_time
-            session.save_watermark(self.shard.key, summary.watermark_to, summary.job_id)
+        if plan.mode != "users" and not self.options.dry_run:
+            summary.watermark_to = self._next_watermark(data_time, open_since)
+            session.save_progress(self.shard.key, summary.watermark_to, summary.job_id, plan.capture.snapshot, consumed)
+
+    def _plan(self, session: SqlSession, database_source: bool) -> CandidatePlan:
+        installed = database_source and session.capture_installed()
+        capture = choose_capture(self.settings.montage_change_capture, installed, database_source)
+        if installed and not self.options.user_ids:
+            capture = replace(capture, snapshot=session.capture_snapshot())
+        return plan_candidates(
+            self.options,
+            self.summary.as_of,
+            self.summary.watermark_from,
+            self.settings.watermark_overlap,
+            capture=capture,
+            reconcile=database_source,
+            privacy_included=tuple(sorted(self.settings.montage_params().privacy_included)),
+        )
+
+    def _next_watermark(self, data_time: datetime | None, open_since: datetime | None) -> datetime | None:
+        """The newest change seen, held back to the start of the oldest open transaction; never backwards."""
+        candidates = [moment for moment in (data_time, open_since) if moment is not None]
+        if not candidates:
+            return self.summary.watermark_from
+        watermark = min(candidates)
+        if open_since is not None and data_time is not None and open_since < data_time:
+            self.log.info("watermark held back by an open transaction", open_since=open_since.isoformat())
+        previous = self.summary.watermark_from
+        return max(watermark, previous) if previous else watermark
 
     def _process_all(self, session: SqlSession, users: pl.Series, source: CheckinSource | None) -> None:
         """Process every chunk, adding up results as they complete; raise if any did not commit."""

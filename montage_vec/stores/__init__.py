@@ -18,13 +18,16 @@ def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:
     `read_only` is for checks (health): an embedded file is then neither created nor locked
     for writing. PostgreSQL sessions are the same either way.
     """
+    tables = Tables(schema=target.schema, source=target.source)
     if target.kind == "duckdb":
         from montage_vec.stores.backends.duckdb import DuckDBBackend
 
-        return Store(DuckDBBackend(target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit))
+        backend = DuckDBBackend(target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit)
+        return Store(backend, tables)
     from montage_vec.stores.backends.postgres import PostgresBackend
 
-    return Store(PostgresBackend(target.location, read_uri=target.read_location))
+    backend_pg = PostgresBackend(target.location, read_uri=target.read_location, session_options=target.session_options)
+    return Store(backend_pg, tables)
 
 
 __all__ = [

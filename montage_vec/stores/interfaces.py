@@ -10,12 +10,14 @@ any of them with a small object of their own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 import polars as pl
 
 from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
+from montage_vec.stores.render import Snapshot
 
 
 class CheckinSource(Protocol):
@@ -47,6 +49,26 @@ class JobStore(Protocol):
         """SchemaNotMigratedError, naming what is pending, unless the schema is at the package's latest."""
 
     def read_watermark(self, shard: str) -> datetime | None: ...
+
+    def capture_installed(self) -> bool:
+        """Whether the capture triggers are installed on the check-in source (PostgreSQL)."""
+
+    def capture_snapshot(self) -> Snapshot:
+        """The current snapshot: the changes committed before it are the ones a run consumes."""
+
+    def captured_users(self, snapshot: Snapshot) -> pl.Series:
+        """Distinct users in the captured changes that `snapshot` sees."""
+
+    def oldest_open_transaction(self) -> datetime | None:
+        """When the oldest transaction open in another session began (None: none, or no server)."""
+
+    def reconcile_users(self, privacy_included: Sequence[str]) -> pl.Series:
+        """Users whose stored montages disagree with the source in ways `updated_at` cannot show."""
+
+    def save_progress(
+        self, shard: str, watermark: datetime | None, job_id: str, snapshot: Snapshot | None, consumed: pl.Series
+    ) -> None:
+        """Move the watermark and delete the consumed captured changes, in one transaction."""
 
     def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None: ...
 

@@ -12,6 +12,7 @@ keep their own table of that name in the same schema.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -35,12 +36,50 @@ CREATE TABLE IF NOT EXISTS {schema_migrations} (
 """
 MIGRATIONS_TABLE_EXISTS = """
 SELECT count(*) FROM information_schema.tables
-WHERE table_schema = current_schema() AND table_name = $1
+WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2
 """
 APPLIED_MIGRATIONS = 'SELECT "version", "name", "checksum" FROM {schema_migrations} ORDER BY "version"'
 RECORD_MIGRATION = """
 INSERT INTO {schema_migrations} ("version", "name", "checksum", "applied_at") VALUES ($1, $2, $3, $4)
 """
+
+
+# Migration 001 created the check-ins source and indexed it until 0.9; it now does nothing
+# (see its file). Databases that applied its old text are as migrated as new ones.
+SUPERSEDED_CHECKSUMS = {
+    ("postgresql", 1): "b9047d636fbead326ab87324d7960441806b7ce7061f8d19d373d600a7eae8aa",
+    ("duckdb", 1): "fcefeaf34949d36a9bd1d8f8840771f223bd386a01ef02ebb926a06dad6242e9",
+}
+
+DOLLAR_QUOTE = re.compile(r"\$[A-Za-z_]*\$")
+
+
+def split_statements(sql: str) -> list[str]:
+    """A file's statements: split at `;`, except inside a dollar-quoted body ($tag$ ... $tag$).
+
+    Our files keep `;` out of string literals and comments, so nothing else needs parsing.
+    """
+    lines = (line for line in sql.splitlines() if not line.strip().startswith("--"))
+    text = "\n".join(lines)
+    statements: list[str] = []
+    start = position = 0
+    while position < len(text):
+        quote = DOLLAR_QUOTE.match(text, position)
+        if quote:
+            end = text.find(quote.group(), quote.end())
+            position = len(text) if end == -1 else end + len(quote.group())
+        elif text[position] == ";":
+            statements.append(text[start:position])
+            start = position = position + 1
+        else:
+            position += 1
+    statements.append(text[start:])
+    return [statement.strip() for statement in statements if statement.strip()]
+
+
+def source_ddl(backend: str, name: str) -> list[str]:
+    """The statements of `sql/<backend>/source/<name>.sql`: templates over the source relation."""
+    return split_statements((sql_directory(backend) / "source" / f"{name}.sql").read_text())
 
 
 @dataclass(frozen=True)
@@ -55,9 +94,7 @@ class Migration:
         return hashlib.sha256(self.sql.replace("\r\n", "\n").encode()).hexdigest()
 
     def statements(self) -> list[str]:
-        """The file's statements: our files keep `;` only at statement ends, never in literals."""
-        lines = (line for line in self.sql.splitlines() if not line.strip().startswith("--"))
-        return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+        return split_statements(self.sql)
 
 
 @dataclass(frozen=True)
@@ -87,7 +124,9 @@ def package_migrations(backend: str) -> list[Migration]:
     return migrations
 
 
-def pending_migrations(available: list[Migration], applied: Iterable[AppliedMigration]) -> list[Migration]:
+def pending_migrations(
+    available: list[Migration], applied: Iterable[AppliedMigration], backend: str
+) -> list[Migration]:
     """What `migrate` still has to apply; MigrationError when the database disagrees with the files."""
     known = {migration.version: migration for migration in available}
     done = set()
@@ -98,7 +137,8 @@ def pending_migrations(available: list[Migration], applied: Iterable[AppliedMigr
                 f"the database has migration {record.name} applied, which this montage-vec does not know: "
                 "it was migrated by a newer version"
             )
-        if migration.checksum != record.checksum:
+        superseded = SUPERSEDED_CHECKSUMS.get((backend, record.version))
+        if record.checksum not in (migration.checksum, superseded):
             raise MigrationError(
                 f"migration {migration.name} was changed after it was applied (checksum differs); "
                 "applied migrations must never be edited: add a new one instead"
@@ -107,11 +147,11 @@ def pending_migrations(available: list[Migration], applied: Iterable[AppliedMigr
     return [migration for migration in available if migration.version not in done]
 
 
-def require_migrated(available: list[Migration], applied: Iterable[AppliedMigration] | None) -> None:
+def require_migrated(available: list[Migration], applied: Iterable[AppliedMigration] | None, backend: str) -> None:
     """SchemaNotMigratedError naming what is missing, unless the database is at the package's latest."""
     if applied is None:
         raise SchemaNotMigratedError("montage-vec's tables are not set up: run `montage-vec migrate` first")
-    pending = pending_migrations(available, applied)
+    pending = pending_migrations(available, applied, backend)
     if pending:
         names = ", ".join(migration.name for migration in pending)
         raise SchemaNotMigratedError(f"{len(pending)} migration(s) pending ({names}): run `montage-vec migrate`")

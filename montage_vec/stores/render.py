@@ -23,6 +23,7 @@ from montage_vec.errors import InputDataError
 
 PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 BARE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SNAPSHOT = re.compile(r"^\d+:\d+:(\d+(,\d+)*)?$")
 CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
@@ -98,7 +99,21 @@ class UuidArray:
         return "[" + ",".join(f"'{value}'" for value in self.uuids) + "]::UUID[]"
 
 
-SqlValue = Identifier | Keyword | Timestamp | UuidArray
+@dataclass(frozen=True)
+class Snapshot:
+    """A PostgreSQL snapshot (`xmin:xmax:xip,...`) as `pg_current_snapshot()` gives it."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if not SNAPSHOT.match(self.text):
+            raise ValueError(f"not a pg_snapshot: {self.text!r}")
+
+    def sql(self, dialect: str) -> str:
+        return f"'{self.text}'::pg_snapshot"
+
+
+SqlValue = Identifier | Keyword | Timestamp | UuidArray | Snapshot
 
 
 class RenderError(ValueError):

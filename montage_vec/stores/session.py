@@ -10,26 +10,37 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import polars as pl
 
+from montage_vec.config.relation import DEFAULT_SOURCE, RelationName
 from montage_vec.engine.schema import CHECKIN_SCHEMA
 from montage_vec.errors import MontageVecError
-from montage_vec.stores import chunk_sql, migrations, statements
+from montage_vec.stores import change_sql, chunk_sql, migrations, setup, source, statements
 from montage_vec.stores.backends.base import Backend, Connection, Dialect
 from montage_vec.stores.faults import store_error
 from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
-from montage_vec.stores.render import Identifier, SqlValue, Timestamp, UuidArray, render
-
-MIGRATION_LOCK = "migrate"
+from montage_vec.stores.render import Identifier, Snapshot, SqlValue, Timestamp, UuidArray, render
 
 
 def run_lock(shard: str) -> str:
     return f"run/{shard}"
+
+
+# The job's own tables (montage_changes only on PostgreSQL), named by placeholder.
+JOB_TABLES = (
+    "montages",
+    "montage_items",
+    "montage_job_runs",
+    "montage_job_watermarks",
+    "montage_retry_users",
+    "montage_events",
+    "montage_changes",
+)
 
 
 @dataclass(frozen=True)
@@ -37,19 +48,16 @@ class Tables:
     """The relations statements name by placeholder: the job's tables and the check-in source."""
 
     schema: str | None = None  # None: the connection's current schema
+    source: RelationName = field(default_factory=lambda: RelationName(DEFAULT_SOURCE))
+
+    @property
+    def source_identifier(self) -> Identifier:
+        return Identifier(self.source.name, self.source.schema)
 
     def placeholders(self) -> dict[str, Identifier]:
-        names = {
-            "checkins": "checkins",
-            "montages": "montages",
-            "montage_items": "montage_items",
-            "montage_job_runs": "montage_job_runs",
-            "montage_job_watermarks": "montage_job_watermarks",
-            "montage_retry_users": "montage_retry_users",
-            "montage_events": "montage_events",
-            "schema_migrations": migrations.MIGRATIONS_TABLE,
-        }
-        return {placeholder: Identifier(name, self.schema) for placeholder, name in names.items()}
+        names = {table: table for table in JOB_TABLES} | {"schema_migrations": migrations.MIGRATIONS_TABLE}
+        placeholders = {placeholder: Identifier(name, self.schema) for placeholder, name in names.items()}
+        return {**placeholders, "checkins": self.source_identifier}
 
 
 def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
@@ -78,11 +86,24 @@ class SqlSession:
     def __init__(self, connection: Connection, tables: Tables | None = None) -> None:
         self._connection = connection
         self._dialect = connection.dialect
+        self._tables = tables or Tables()
         self._values: dict[str, SqlValue] = {
-            **(tables or Tables()).placeholders(),
+            **self._tables.placeholders(),
             "json": self._dialect.json_type,
             "json_object": self._dialect.json_object,
         }
+
+    @property
+    def connection(self) -> Connection:
+        return self._connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def tables(self) -> Tables:
+        return self._tables
 
     def __enter__(self) -> SqlSession:
         return self
@@ -96,46 +117,27 @@ class SqlSession:
     # -- locking and schema -------------------------------------------------------------------
 
     def try_lock_run(self, shard: str) -> bool:
-        with self._unit():
+        with self.unit():
             return self._connection.try_lock(run_lock(shard))
 
     def holds_run_lock(self, shard: str) -> bool:
         try:
-            with self._unit():
+            with self.unit():
                 return self._connection.holds_lock(run_lock(shard))
         except MontageVecError:
             return False
 
     def ping(self) -> None:
-        with self._unit():
-            self._run(statements.PING)
+        with self.unit():
+            self.run(statements.PING)
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations one transaction each, serialised against concurrent `migrate`s."""
-        available = migrations.package_migrations(self._dialect.name)
-        applied_now: list[str] = []
-        while True:
-            with self._unit(write=True):
-                self._connection.lock_transaction(MIGRATION_LOCK)
-                self._run(migrations.CREATE_MIGRATIONS_TABLE)
-                pending = migrations.pending_migrations(available, self._applied_migrations())
-                if not pending:
-                    return applied_now
-                migration = pending[0]
-                for statement in migration.statements():
-                    self._connection.execute(statement)
-                self._run(
-                    migrations.RECORD_MIGRATION,
-                    [migration.version, migration.name, migration.checksum, datetime.now(UTC)],
-                )
-            applied_now.append(migration.name)
+        """Apply pending migrations (see `setup.migrate`); the names of those applied now."""
+        return setup.migrate(self)
 
     def ensure_migrated(self) -> None:
-        available = migrations.package_migrations(self._dialect.name)
-        with self._unit():
-            [(exists,)] = self._run(migrations.MIGRATIONS_TABLE_EXISTS, [migrations.MIGRATIONS_TABLE])
-            applied = self._applied_migrations() if exists else None
-        migrations.require_migrated(available, applied)
+        """SchemaStoreError naming what is wrong, unless the job's tables and the source are usable."""
+        setup.check_schema(self)
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -154,61 +156,96 @@ class SqlSession:
     def montage_users(self) -> pl.Series:
         return self._users(statements.MONTAGE_USERS)
 
+    # -- change capture (README, "Change capture") ----------------------------------------------
+
+    def capture_installed(self) -> bool:
+        return source.capture_installed(self)
+
+    def capture_snapshot(self) -> Snapshot:
+        """The snapshot whose committed changes this run consumes (PostgreSQL)."""
+        return Snapshot(self._scalar(change_sql.CURRENT_SNAPSHOT))
+
+    def captured_users(self, snapshot: Snapshot) -> pl.Series:
+        return self._users(change_sql.CAPTURED_USERS, snapshot=snapshot)
+
+    def oldest_open_transaction(self) -> datetime | None:
+        """When the oldest other open transaction began; None without one (or on DuckDB)."""
+        if not self._dialect.concurrent_writers:
+            return None
+        return self._scalar(change_sql.OLDEST_OPEN_TRANSACTION)  # type: ignore[no-any-return]
+
+    def reconcile_users(self, privacy_included: Sequence[str]) -> pl.Series:
+        """Users whose stored montages disagree with the source in ways `updated_at` cannot show."""
+        with self.unit():
+            self._connection.stage("stage_privacy", pl.DataFrame({"privacy": sorted(privacy_included)}))
+            return self._connection.fetch_frame(self.sql(change_sql.RECONCILE_USERS))["user_id"]
+
+    def save_progress(
+        self, shard: str, watermark: datetime | None, job_id: str, snapshot: Snapshot | None, consumed: pl.Series
+    ) -> None:
+        """Move the watermark and delete the consumed changes, in one transaction."""
+        with self.unit(write=True):
+            if watermark is not None:
+                self.run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
+            if snapshot is not None:
+                self._connection.stage("stage_consumed", pl.DataFrame({"user_id": consumed.cast(pl.String)}))
+                self.run(change_sql.PRUNE_CONSUMED_CHANGES, snapshot=snapshot)
+
     def read_watermark(self, shard: str) -> datetime | None:
         return self._scalar(statements.READ_WATERMARK, [shard])  # type: ignore[no-any-return]
 
     def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
-        with self._unit(write=True):
-            self._run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
+        with self.unit(write=True):
+            self.run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
 
     # -- chunks -------------------------------------------------------------------------------
 
     def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
-        with self._unit():
+        with self.unit():
             if self._dialect.extract_from_staged_users:
                 self._connection.stage("stage_users", pl.DataFrame({"user_id": user_ids}))
-                sql = self._sql(statements.EXTRACT_CHECKINS_OF_STAGED_USERS)
+                sql = self.sql(statements.EXTRACT_CHECKINS_OF_STAGED_USERS)
             else:
-                sql = self._sql(statements.EXTRACT_CHECKINS_OF_ARRAY, user_ids=UuidArray.of(user_ids))
+                sql = self.sql(statements.EXTRACT_CHECKINS_OF_ARRAY, user_ids=UuidArray.of(user_ids))
             extracted = self._connection.fetch_frame(sql, replica=True)
         return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
-        with self._unit(write=True):
+        with self.unit(write=True):
             self._connection.stage("stage_users", chunk.staged_users())
             self._connection.stage("stage_montages", chunk.staged_montages())
             self._connection.stage("stage_items", chunk.staged_items())
             for statement in chunk_statements(self._dialect, chunk.analytics):
-                self._run(statement)
-            [(written, removed)] = self._run(chunk_sql.SELECT_OUTCOME)
+                self.run(statement)
+            [(written, removed)] = self.run(chunk_sql.SELECT_OUTCOME)
             changed_users = self._connection.fetch_frame(chunk_sql.SELECT_CHANGED_USERS)["user_id"].to_list()
         return WriteOutcome(int(written), int(removed), sorted(changed_users))
 
     def record_failures(self, failures: pl.DataFrame, job_id: str, failed_at: datetime) -> None:
-        with self._unit(write=True):
+        with self.unit(write=True):
             self._connection.stage("stage_failures", failures)
-            self._run(statements.RECORD_FAILURES, [job_id, failed_at])
+            self.run(statements.RECORD_FAILURES, [job_id, failed_at])
 
     def record_run(self, run: RunRecord) -> None:
         event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
-        with self._unit(write=True):
-            self._run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
-            self._run(statements.RECORD_JOB_EVENT, event)
+        with self.unit(write=True):
+            self.run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
+            self.run(statements.RECORD_JOB_EVENT, event)
 
     # -- demo and inspection ------------------------------------------------------------------
 
     def load_checkins(self, checkins: pl.DataFrame) -> int:
         staged = checkins.select(statements.CHECKIN_COLUMNS)
-        with self._unit(write=True):
+        with self.unit(write=True):
             self._connection.stage("stage_checkins", staged)
-            self._run(statements.UPSERT_CHECKINS)
+            self.run(statements.UPSERT_CHECKINS)
         return staged.height
 
     def user_montages(self, user_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         user = UuidArray.of([user_id])
-        with self._unit():
-            montages = self._connection.fetch_frame(self._sql(statements.USER_MONTAGES, user_ids=user))
-            items = self._connection.fetch_frame(self._sql(statements.USER_ITEMS, user_ids=user))
+        with self.unit():
+            montages = self._connection.fetch_frame(self.sql(statements.USER_MONTAGES, user_ids=user))
+            items = self._connection.fetch_frame(self.sql(statements.USER_ITEMS, user_ids=user))
         return montages, items
 
     def user_with_most_interests(self) -> str | None:
@@ -217,7 +254,7 @@ class SqlSession:
     # -- plumbing -----------------------------------------------------------------------------
 
     @contextmanager
-    def _unit(self, *, write: bool = False) -> Iterator[None]:
+    def unit(self, *, write: bool = False) -> Iterator[None]:
         """One transaction; a driver error leaves it as the classified StoreError."""
         try:
             with self._connection.transaction(write=write):
@@ -230,25 +267,21 @@ class SqlSession:
                 raise
             raise store_error(fault) from None
 
-    def _sql(self, template: str, **values: SqlValue) -> str:
+    def sql(self, template: str, **values: SqlValue) -> str:
         return render(template, self._dialect.name, {**self._values, **values})
 
-    def _run(self, template: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._connection.execute(self._sql(template), parameters)
+    def run(self, template: str, parameters: Sequence[Any] = (), **values: SqlValue) -> list[tuple[Any, ...]]:
+        return self._connection.execute(self.sql(template, **values), parameters)
 
     def _scalar(self, template: str, parameters: Sequence[Any] = ()) -> Any:
-        with self._unit():
-            rows = self._run(template, parameters)
+        with self.unit():
+            rows = self.run(template, parameters)
         return rows[0][0] if rows else None
 
     def _users(self, template: str, **values: SqlValue) -> pl.Series:
-        sql = self._sql(template, **values)
-        with self._unit():
+        sql = self.sql(template, **values)
+        with self.unit():
             return self._connection.fetch_frame(sql)["user_id"]
-
-    def _applied_migrations(self) -> list[migrations.AppliedMigration]:
-        rows = self._run(migrations.APPLIED_MIGRATIONS)
-        return [migrations.AppliedMigration(int(version), name, checksum) for version, name, checksum in rows]
 
 
 class Store:

@@ -21,7 +21,7 @@ import pytest
 from montage_vec.config import load_settings
 from montage_vec.datagen import DEFAULT_AS_OF
 from montage_vec.stores import open_store
-from tests.support.cli import RunCli, run_once
+from tests.support.cli import WATERMARK_MODE, RunCli, run_once
 from tests.support.data import (
     AS_OF,
     CHECKIN_FRAME_SCHEMA,
@@ -87,7 +87,7 @@ def test_rejected_user_is_isolated_and_retried(postgres_url: str, run_cli: RunCl
     data.add_many(checkin(user, AS_OF - days(i + 1), tags=["coffee"]) for user in users for i in range(3))
     reject_items_of(postgres_url, data.all(), bad)
 
-    first = run_once(run_cli, postgres_url, "--batch-size", "6")  # one chunk for everyone
+    first = run_once(run_cli, postgres_url, "--batch-size", "6", env=WATERMARK_MODE)  # one chunk for everyone
     assert first.log("Batch job started")["candidates"] == 6
     summary = first.log("Batch job completed")
     assert (summary["processed"], summary["successful"], summary["errors"]) == (6, 5, 1)
@@ -104,7 +104,7 @@ def test_rejected_user_is_isolated_and_retried(postgres_url: str, run_cli: RunCl
     assert watermark(postgres_url) is not None
 
     data.add(users[0], AS_OF - days(0.5))
-    second = run_once(run_cli, postgres_url)
+    second = run_once(run_cli, postgres_url, env=WATERMARK_MODE)
     assert second.log("Batch job started")["mode"] == "incremental"
     summary = second.log("Batch job completed")
     # users[0] (changed), users[5] (its last row is inside the overlap) and the retried user.
@@ -112,7 +112,7 @@ def test_rejected_user_is_isolated_and_retried(postgres_url: str, run_cli: RunCl
     assert [row["attempts"] for row in retry_list(postgres_url)] == [2]
 
     execute(postgres_url, "DROP TRIGGER reject_poison ON montage_items")
-    third = run_once(run_cli, postgres_url).log("Batch job completed")
+    third = run_once(run_cli, postgres_url, env=WATERMARK_MODE).log("Batch job completed")
     # The retried user, plus users[0] whose new row is inside the overlap.
     assert (third["processed"], third["successful"], third["errors"]) == (2, 2, 0)
     assert retry_list(postgres_url) == []

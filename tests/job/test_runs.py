@@ -14,7 +14,7 @@ import pytest
 
 from montage_vec.datagen import SyntheticSpec, generate_checkins
 from montage_vec.engine import MontageParams
-from tests.support.cli import run_once
+from tests.support.cli import WATERMARK_MODE, run_once
 from tests.support.data import (
     AS_OF,
     Checkins,
@@ -208,21 +208,21 @@ def test_incremental_run_after_privacy_changes(database_url: str, run_cli) -> No
     assert_matches_recompute(database_url, data.all(), AS_OF)
 
 
-def test_hard_deletes_need_a_full_run(database_url: str, run_cli) -> None:
+@pytest.mark.parametrize("capture", ["trigger", "watermark"])
+def test_hard_deletes_are_reflected_by_the_next_incremental_run(database_url: str, run_cli, capture: str) -> None:
+    if capture == "trigger" and not database_url.startswith("postgresql:"):
+        pytest.skip("capture triggers are PostgreSQL's")
+    env = {"MONTAGE_CHANGE_CAPTURE": capture}
     data = Checkins(database_url)
     gone, keeps = new_id(), new_id()
     data.add_many([checkin(gone, AS_OF - days(2)), *tagged_rows(keeps, "coffee", 3)])
-    run_once(run_cli, database_url, as_of=AS_OF)
+    run_once(run_cli, database_url, as_of=AS_OF, env=env)
     [gone_row] = data.of_user(gone)
     execute(database_url, f"DELETE FROM checkins WHERE id = '{gone_row['id']}'")
     del data.rows[gone_row["id"]]
 
-    incremental = run_once(run_cli, database_url, as_of=AS_OF).log("Batch job completed")
-    assert incremental["montages_removed"] == 0  # documented: hard deletes are invisible to it
-    assert gone in montages_by_user(database_url)
-
-    full = run_once(run_cli, database_url, "--full", as_of=AS_OF).log("Batch job completed")
-    assert (full["processed"], full["montages_written"], full["montages_removed"]) == (2, 0, 1)
+    incremental = run_once(run_cli, database_url, as_of=AS_OF, env=env).log("Batch job completed")
+    assert incremental["montages_removed"] == 1
     assert montages_by_user(database_url) == {keeps: [GENERAL, interest("coffee")]}
     assert_matches_recompute(database_url, data.all(), AS_OF)
 
@@ -327,7 +327,7 @@ def test_rerun_without_changes_writes_nothing(database_url: str, run_cli) -> Non
             checkin(user, AS_OF - days(40), media_url=f"https://m/{n}.jpg", media_type="image", tags=["Tea"], **extras),
         ]
     )
-    first = run_once(run_cli, database_url, as_of=AS_OF)
+    first = run_once(run_cli, database_url, as_of=AS_OF, env=WATERMARK_MODE)
     assert first.log("Batch job completed")["montages_written"] == 8
     stamps, items, events = montage_stamps(database_url), item_rows_raw(database_url), content_events(database_url)
     assert events["montage.cache.invalidated"] == 4
@@ -336,12 +336,12 @@ def test_rerun_without_changes_writes_nothing(database_url: str, run_cli) -> Non
         counters, versions = postgres_writes(database_url)
         assert counters > 0 and all(versions.values())
 
-    again = run_once(run_cli, database_url, as_of=AS_OF + days(1))
+    again = run_once(run_cli, database_url, as_of=AS_OF + days(1), env=WATERMARK_MODE)
     done = again.log("Batch job completed")
     assert done["processed"] == 1, "the overlap window re-processes the last-stamped user"
     assert (done["montages_written"], done["montages_removed"]) == (0, 0)
 
-    full = run_once(run_cli, database_url, "--full", "--batch-size", "2", as_of=AS_OF + days(1))
+    full = run_once(run_cli, database_url, "--full", "--batch-size", "2", as_of=AS_OF + days(1), env=WATERMARK_MODE)
     done = full.log("Batch job completed")
     assert (done["processed"], done["montages_written"], done["montages_removed"]) == (4, 0, 0)
     assert (done["general_montages"], done["interest_montages"]) == (4, 4)
@@ -525,7 +525,7 @@ def test_dry_run_writes_nothing_but_reports(database_url: str, run_cli) -> None:
     # 2, 3 and 4 coffees: two interests.
     data.add_many(row for n, user in enumerate(users) for row in tagged_rows(user, "coffee", 2 + n))
 
-    result = run_once(run_cli, database_url, "--dry-run", as_of=AS_OF)
+    result = run_once(run_cli, database_url, "--dry-run", as_of=AS_OF, env=WATERMARK_MODE)
     started, done = result.log("Batch job started"), result.log("Batch job completed")
     assert (started["mode"], started["dry_run"], started["candidates"]) == ("full", True, 3)
     assert (done["dry_run"], done["status"], done["processed"], done["successful"]) == (True, "completed", 3, 3)
@@ -536,11 +536,11 @@ def test_dry_run_writes_nothing_but_reports(database_url: str, run_cli) -> None:
     assert watermark(database_url) is None
 
     # A real run afterwards is still the first one.
-    real = run_once(run_cli, database_url, as_of=AS_OF)
+    real = run_once(run_cli, database_url, as_of=AS_OF, env=WATERMARK_MODE)
     assert real.log("Batch job started")["mode"] == "full"
     snapshot, events = stored_montages(database_url), content_events(database_url)
     data.add(users[0], AS_OF - days(0.5), tags=["coffee"])
-    again = run_once(run_cli, database_url, "--dry-run", as_of=AS_OF).log("Batch job completed")
+    again = run_once(run_cli, database_url, "--dry-run", as_of=AS_OF, env=WATERMARK_MODE).log("Batch job completed")
     # Candidates: users[0] (its new row, now 3 coffees) and users[2] (last row, inside the overlap).
     assert (again["processed"], again["general_montages"], again["interest_montages"]) == (2, 2, 2)
     assert stored_montages(database_url) == snapshot
@@ -585,7 +585,7 @@ def test_run_log_and_watermark(database_url: str, run_cli) -> None:
     future = datetime.now(UTC) + days(30)
     data.put([checkin(users[0], AS_OF - days(3), updated_at=future)])
 
-    result = run_once(run_cli, database_url, as_of=AS_OF)
+    result = run_once(run_cli, database_url, as_of=AS_OF, env=WATERMARK_MODE)
     done = result.log("Batch job completed")
     [run] = run_rows(database_url)
     assert run["job_id"] == done["job_id"]
@@ -601,7 +601,7 @@ def test_run_log_and_watermark(database_url: str, run_cli) -> None:
     assert saved_by == [done["job_id"]]
 
     data.add(users[1], AS_OF - days(0.2))
-    second = run_once(run_cli, database_url, as_of=AS_OF).log("Batch job completed")
+    second = run_once(run_cli, database_url, as_of=AS_OF, env=WATERMARK_MODE).log("Batch job completed")
     runs = run_rows(database_url)
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert runs[1]["job_id"] == second["job_id"] != done["job_id"]

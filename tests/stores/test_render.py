@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 
 from montage_vec.config import load_settings
+from montage_vec.config.relation import RelationName
 from montage_vec.engine import compute_montages
 from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import InputDataError
@@ -339,6 +340,8 @@ def create_job_tables_in(connection: Connection, schema: str) -> None:
         for migration in migrations.package_migrations(dialect):
             for statement in migration.statements():
                 connection.execute(statement)
+        for statement in migrations.source_ddl(dialect, "own_checkins"):
+            connection.execute(statement.replace("{checkins}", '"checkins"'))
 
 
 def test_a_session_does_all_its_work_in_an_awkward_schema(database_url: str) -> None:
@@ -352,7 +355,8 @@ def test_a_session_does_all_its_work_in_an_awkward_schema(database_url: str) -> 
     with connection_to(database_url) as connection:
         create_job_tables_in(connection, WEIRD_SCHEMA)
 
-    with Store(backend_for(database_url), Tables(schema=WEIRD_SCHEMA)) as store, store.session() as session:
+    tables = Tables(schema=WEIRD_SCHEMA, source=RelationName("checkins", WEIRD_SCHEMA))
+    with Store(backend_for(database_url), tables) as store, store.session() as session:
         assert session.load_checkins(checkins) == 9
         assert sorted(session.all_users().to_list()) == sorted([U1, U2])
         assert sorted(session.changed_users(as_of - timedelta(days=2)).to_list()) == sorted([U1, U2])

@@ -43,6 +43,11 @@ class CliResult:
 RunCli = Callable[..., CliResult]  # the run_cli fixture: run_cli(*args, env={...}) -> CliResult
 
 
+# Tests of the watermark's own rules (overlap, clock skew) pin its mode: on PostgreSQL the
+# job's own check-ins table has capture triggers, which would make runs use those instead.
+WATERMARK_MODE = {"MONTAGE_CHANGE_CAPTURE": "watermark"}
+
+
 def run_once(
     run_cli: RunCli, url: str, *args: str, as_of: datetime = AS_OF, env: dict[str, str] | None = None
 ) -> CliResult:

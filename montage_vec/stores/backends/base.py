@@ -31,6 +31,9 @@ class Dialect:
     # Complete statements where the fast plan differs per backend.
     mark_changed_items: str
     delete_replaced_items: str
+    # Other sessions may write the source while a run reads it (a server, not a file this
+    # process holds): open transactions hold the watermark back, and triggers can capture.
+    concurrent_writers: bool = False
     # Statements run after staging a chunk, and after creating its work tables.
     prepare_staged_chunk: tuple[str, ...] = ()
     analyze_chunk_tables: tuple[str, ...] = ()
@@ -52,6 +55,9 @@ class Connection(Protocol):
 
     def transaction(self, *, write: bool) -> AbstractContextManager[None]:
         """Commit on success, roll back on any exception (which propagates unchanged)."""
+
+    def execute_autocommit(self, sql: str) -> None:
+        """Run one statement outside any transaction (e.g. CREATE INDEX CONCURRENTLY)."""
 
     def fault(self, exc: BaseException) -> Fault | None:
         """What a driver error means; None for anything that is not the driver's."""

@@ -125,6 +125,9 @@ class DuckDBConnection:
             finally:
                 self._unstage()
 
+    def execute_autocommit(self, sql: str) -> None:
+        self._cursor.execute(sql)
+
     def fault(self, exc: BaseException) -> Fault | None:
         if not isinstance(exc, duckdb.Error):
             return None

@@ -28,13 +28,17 @@ POSTGRES = Dialect(
     json_type=Keyword("jsonb"),
     json_object=Keyword("jsonb_build_object"),
     extract_from_staged_users=False,
+    concurrent_writers=True,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_PROBE,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_ARRAY,
     prepare_staged_chunk=chunk_sql.PREPARE_STAGED_CHUNK,
     analyze_chunk_tables=chunk_sql.ANALYZE_CHUNK_TABLES,
 )
 
-SESSION_OPTIONS = {"options": "-c TimeZone=UTC", "application_name": "montage-vec"}
+# Appended to the operator's own options (URL `options`, else PGOPTIONS): a later `-c`
+# wins, so the job's timestamps are always UTC whatever else the operator sets.
+UTC_OPTION = "-c TimeZone=UTC"
+APPLICATION_NAME = "montage-vec"
 
 # SQLSTATEs by meaning. Transient: connection exceptions, admin shutdown / crash, cancelled
 # statements, serialization failures, deadlocks, too many connections, lock not available.
@@ -65,12 +69,17 @@ def lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def session_uri(uri: str) -> str:
-    """The URI with UTC session time and an application name, unless the operator set them."""
+def session_uri(uri: str, operator_options: str | None = None) -> str:
+    """The URI with the operator's options plus UTC session time, and an application name.
+
+    libpq reads PGOPTIONS only when the URI has no `options`, and the job always sets them,
+    so PGOPTIONS comes in as `operator_options`; options in the URI itself win over it.
+    """
     parts = urlsplit(uri)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    for key, value in SESSION_OPTIONS.items():
-        query.setdefault(key, value)
+    given = query.get("options") or operator_options or ""
+    query["options"] = f"{given} {UTC_OPTION}".strip()
+    query.setdefault("application_name", APPLICATION_NAME)
     # libpq decodes %20 but not "+" as a space.
     return parts._replace(query=urlencode(query, quote_via=quote)).geturl()
 
@@ -111,9 +120,9 @@ LOGIN_REFUSALS = ("password authentication failed", 'role "', "no pg_hba.conf en
 NO_SUCH_DATABASE = re.compile(r'database ".*" does not exist')
 
 
-def connect(uri: str) -> Any:
+def connect(uri: str, operator_options: str | None = None, *, autocommit: bool = False) -> Any:
     try:
-        return dbapi.connect(session_uri(uri))
+        return dbapi.connect(session_uri(uri, operator_options), autocommit=autocommit)
     except (dbapi.Error, OSError) as exc:
         raise store_error(_connect_fault(exc)) from None
 
@@ -134,12 +143,13 @@ def _connect_fault(exc: BaseException) -> Fault:
 class PostgresBackend:
     dialect = POSTGRES
 
-    def __init__(self, uri: str, read_uri: str | None = None) -> None:
+    def __init__(self, uri: str, read_uri: str | None = None, session_options: str | None = None) -> None:
         self._uri = uri
         self._read_uri = read_uri
+        self._session_options = session_options
 
     def connect(self) -> PostgresConnection:
-        return PostgresConnection(connect(self._uri), self._read_uri)
+        return PostgresConnection(self._uri, self._read_uri, self._session_options)
 
     def close(self) -> None:
         """Connections are their sessions'; the backend holds none."""
@@ -148,9 +158,11 @@ class PostgresBackend:
 class PostgresConnection:
     dialect = POSTGRES
 
-    def __init__(self, connection: Any, read_uri: str | None) -> None:
-        self._connection = connection
+    def __init__(self, uri: str, read_uri: str | None, session_options: str | None = None) -> None:
+        self._connection = connect(uri, session_options)
+        self._uri = uri
         self._read_uri = read_uri
+        self._session_options = session_options
         self._reader: Any | None = None
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -181,6 +193,18 @@ class PostgresConnection:
             raise
         self._connection.commit()
 
+    def execute_autocommit(self, sql: str) -> None:
+        """Run one statement outside any transaction (CREATE INDEX CONCURRENTLY needs that).
+
+        The driver keeps its connections inside a transaction, so this opens its own.
+        """
+        autocommitted = connect(self._uri, self._session_options, autocommit=True)
+        try:
+            with autocommitted.cursor() as cursor:
+                cursor.execute(sql)
+        finally:
+            autocommitted.close()
+
     def fault(self, exc: BaseException) -> Fault | None:
         return fault(exc)
 
@@ -203,7 +227,7 @@ class PostgresConnection:
 
     def _fetch_from_replica(self, sql: str) -> pl.DataFrame:
         if self._reader is None:
-            self._reader = connect(self._read_uri or "")
+            self._reader = connect(self._read_uri or "", self._session_options)
         try:
             with self._reader.cursor() as cursor:
                 cursor.execute(sql)
