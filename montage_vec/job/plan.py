@@ -139,6 +139,20 @@ def owned_users(found: list[pl.Series], shard: Shard) -> pl.Series:
     return shard.owns(pl.concat([users.rename("user_id").cast(pl.String) for users in found]).unique().sort())
 
 
+def next_watermark(
+    previous: datetime | None, data_time: datetime | None, open_since: datetime | None
+) -> datetime | None:
+    """The newest change seen, held back to the start of the oldest open transaction, never backwards.
+
+    A transaction open at the run's start may commit rows stamped as early as its start
+    after this run read the source; the next run must still find them.
+    """
+    seen = [moment for moment in (data_time, open_since) if moment is not None]
+    if not seen:
+        return previous
+    return max(min(seen), previous) if previous else min(seen)
+
+
 def chunked(user_ids: pl.Series, size: int) -> Iterator[pl.Series]:
     """Consecutive slices of at most `size` users (zero-copy)."""
     for offset in range(0, len(user_ids), size):

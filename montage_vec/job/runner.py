@@ -16,16 +16,14 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from datetime import datetime
 
 import polars as pl
 from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
-from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, SchemaNotMigratedError
-from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
+from montage_vec.job.chunks import ChunkContext, ChunkResult
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
 from montage_vec.job.plan import (
@@ -36,9 +34,11 @@ from montage_vec.job.plan import (
     consumed_changes,
     find_candidates,
     new_job_id,
+    next_watermark,
     plan_candidates,
     utc_now,
 )
+from montage_vec.job.retries import process_with_retries
 from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.summary import RunSummary, run_record
 from montage_vec.stores import SqlSession, Store
@@ -153,7 +153,9 @@ class _Run:
         )
         self._process_all(session, users, checkin_source)
         if plan.mode != "users" and not self.options.dry_run:
-            summary.watermark_to = self._next_watermark(data_time, open_since)
+            summary.watermark_to = next_watermark(summary.watermark_from, data_time, open_since)
+            if open_since is not None and data_time is not None and open_since < data_time:
+                self.log.info("watermark held back by an open transaction", open_since=open_since.isoformat())
             session.save_progress(self.shard.key, summary.watermark_to, summary.job_id, plan.capture.snapshot, consumed)
 
     def _plan(self, session: SqlSession, database_source: bool) -> CandidatePlan:
@@ -170,17 +172,6 @@ class _Run:
             reconcile=database_source,
             privacy_included=tuple(sorted(self.settings.montage_params().privacy_included)),
         )
-
-    def _next_watermark(self, data_time: datetime | None, open_since: datetime | None) -> datetime | None:
-        """The newest change seen, held back to the start of the oldest open transaction; never backwards."""
-        candidates = [moment for moment in (data_time, open_since) if moment is not None]
-        if not candidates:
-            return self.summary.watermark_from
-        watermark = min(candidates)
-        if open_since is not None and data_time is not None and open_since < data_time:
-            self.log.info("watermark held back by an open transaction", open_since=open_since.isoformat())
-        previous = self.summary.watermark_from
-        return max(watermark, previous) if previous else watermark
 
     def _process_all(self, session: SqlSession, users: pl.Series, source: CheckinSource | None) -> None:
         """Process every chunk, adding up results as they complete; raise if any did not commit."""
@@ -240,46 +231,14 @@ class _Run:
                 if not session.holds_run_lock(self.shard.key):
                     in_flight[_failed(RunFailed(f"lost the run lock for shard {self.shard.key}; stopping"))] = number
                     break
-                in_flight[pool.submit(self._process_chunk, sessions, source, chunk_users, context)] = number
+                retries = self.settings.chunk_retry_attempts
+                work = pool.submit(process_with_retries, sessions, source, chunk_users, context, retries, self.control)
+                in_flight[work] = number
             if not in_flight:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for finished in done:
                 yield in_flight.pop(finished), finished
-
-    def _process_chunk(
-        self, sessions: ThreadSessions, source: CheckinSource | None, users: pl.Series, context: ChunkContext
-    ) -> ChunkResult:
-        """A worker's whole job for one chunk: process it (with retries) and list its failed users."""
-        result = self._process_with_retries(sessions, source, users, context)
-        if result.failures and not context.dry_run:
-            failures = pl.DataFrame(result.failures, schema=REJECTED_SCHEMA, orient="row")
-            sessions.current().record_failures(failures, context.job_id, utc_now())
-        return result
-
-    def _process_with_retries(
-        self, sessions: ThreadSessions, source: CheckinSource | None, users: pl.Series, context: ChunkContext
-    ) -> ChunkResult:
-        attempts = self.settings.chunk_retry_attempts + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                session = sessions.current()
-                return process_chunk(session, source or session, users, context)
-            except MontageVecError as exc:
-                if not exc.transient:
-                    raise
-                sessions.discard()
-                if attempt == attempts or self.control.stopping:
-                    raise RunFailed(f"a chunk of {len(users)} users failed {attempt} time(s): {exc}") from None
-                backoff = min(30.0, 0.5 * 2 ** (attempt - 1))
-                self.log.warning(
-                    "transient error; retrying the chunk on a new connection",
-                    attempt=attempt,
-                    backoff_seconds=backoff,
-                    error=str(exc),
-                )
-                self.control.wait(backoff)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _stopped(self, candidates: int) -> RunInterrupted:
         """Some chunks never ran because a stop was requested."""
