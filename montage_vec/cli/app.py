@@ -73,15 +73,33 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--source-indexes",
+    is_flag=True,
+    help="Also create the recommended indexes on the check-in source table, CONCURRENTLY (writers never wait).",
+)
+@click.option(
+    "--capture-triggers",
+    is_flag=True,
+    help="Also install the change-capture triggers on the check-in source table (needs TRIGGER on it).",
+)
 @click.pass_context
-def migrate(ctx: click.Context) -> None:
-    """Apply the pending migrations to the job's tables (each once, in order)."""
+def migrate(ctx: click.Context, source_indexes: bool = False, capture_triggers: bool = False) -> None:
+    """Apply the pending migrations to the job's own tables (each once, in order).
+
+    The check-in source is never touched unless a flag asks for it.
+    """
     from montage_vec.stores import open_store
 
     settings = settings_from(ctx)
     with open_store(settings.database()) as store, store.session() as session:
         applied = session.migrate()
-    logger.info("schema migrated", database=settings.database().display, applied=applied)
+        logger.info("schema migrated", database=settings.database().display, applied=applied)
+        if capture_triggers:
+            logger.info(session.install_capture_triggers(), source=settings.montage_source)
+        if source_indexes:
+            for done in session.create_source_indexes():
+                logger.info(done, source=settings.montage_source)
 
 
 @cli.command()
@@ -149,6 +167,9 @@ def health() -> None:
     from montage_vec.runtime.health import run_health_checks
 
     results = run_health_checks()
+    for result in results:
+        if result.warning:
+            click.echo(f"health check warning: {result.name}: {redact(result.detail)}")
     failed = [result for result in results if not result.ok]
     for result in failed:
         click.echo(f"health check failed: {result.name}: {redact(result.detail)}")

@@ -24,6 +24,7 @@ class CheckResult:
     name: str
     ok: bool
     detail: str = ""
+    warning: bool = False  # reported, but the deployment can run
 
 
 def run_health_checks(settings_loader: Callable[[], Settings] = load_settings) -> list[CheckResult]:
@@ -52,9 +53,10 @@ def _database_checks(settings: Settings) -> list[CheckResult]:
                 session.ensure_migrated()
             except MontageVecError as exc:
                 return [CheckResult("database", True), CheckResult("schema migrated", False, str(exc))]
+            warnings = [CheckResult("check-in source", True, text, warning=True) for text in session.schema_warnings()]
     except MontageVecError as exc:
         return [CheckResult("database", False, f"{target.display}: {exc}")]
-    return [CheckResult("database", True), CheckResult("schema migrated", True)]
+    return [CheckResult("database", True), CheckResult("schema migrated", True), *warnings]
 
 
 def _service_check(name: str, url: str, api_key: str | None) -> CheckResult:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from montage_vec.config.database import DatabaseTarget
 from montage_vec.stores.interfaces import AdminStore, CheckinSource, JobStore
 from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
-from montage_vec.stores.session import SqlSession, Store, Tables
+from montage_vec.stores.session import SqlSession, Store
+from montage_vec.stores.tables import Tables
 
 
 def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:

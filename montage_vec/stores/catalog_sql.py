@@ -57,6 +57,11 @@ JOIN pg_attribute a ON a."attrelid" = i."indrelid" AND a."attnum" = i."indkey"[0
 WHERE i."indrelid" = to_regclass($1) AND i."indisvalid"
 """
 
+# PostgreSQL: whether pg_stat_activity shows this role every session's transaction start.
+SEES_ALL_SESSIONS = """
+SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') FROM pg_roles WHERE rolname = current_user
+"""
+
 # PostgreSQL: whether an index of that name ($1 its quoted, qualified name) is left invalid by
 # a failed CREATE INDEX CONCURRENTLY; IF NOT EXISTS would otherwise keep it forever.
 INVALID_INDEX = 'SELECT count(*) FROM pg_index WHERE "indexrelid" = to_regclass($1) AND NOT "indisvalid"'

@@ -101,6 +101,15 @@ class AdminStore(Protocol):
 
     def ensure_migrated(self) -> None: ...
 
+    def install_capture_triggers(self) -> str:
+        """Install the change-capture triggers on the check-in source table; what was done."""
+
+    def create_source_indexes(self) -> list[str]:
+        """Create the recommended indexes on the check-in source table without blocking writers."""
+
+    def schema_warnings(self) -> list[str]:
+        """What `health` reports without failing (missing recommended indexes, ...)."""
+
     def load_checkins(self, checkins: pl.DataFrame) -> int:
         """Insert or update check-ins (all `checkins` columns). For demo, tests and benchmarks:
         the job itself never writes check-ins."""

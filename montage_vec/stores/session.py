@@ -10,54 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import polars as pl
 
-from montage_vec.config.relation import DEFAULT_SOURCE, RelationName
 from montage_vec.engine.schema import CHECKIN_SCHEMA
 from montage_vec.errors import MontageVecError
-from montage_vec.stores import change_sql, chunk_sql, migrations, setup, source, statements
+from montage_vec.stores import change_sql, chunk_sql, setup, source, statements
 from montage_vec.stores.backends.base import Backend, Connection, Dialect
 from montage_vec.stores.faults import store_error
 from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
-from montage_vec.stores.render import Identifier, Snapshot, SqlValue, Timestamp, UuidArray, render
+from montage_vec.stores.render import Snapshot, SqlValue, Timestamp, UuidArray, render
+from montage_vec.stores.tables import Tables
 
 
 def run_lock(shard: str) -> str:
     return f"run/{shard}"
-
-
-# The job's own tables (montage_changes only on PostgreSQL), named by placeholder.
-JOB_TABLES = (
-    "montages",
-    "montage_items",
-    "montage_job_runs",
-    "montage_job_watermarks",
-    "montage_retry_users",
-    "montage_events",
-    "montage_changes",
-)
-
-
-@dataclass(frozen=True)
-class Tables:
-    """The relations statements name by placeholder: the job's tables and the check-in source."""
-
-    schema: str | None = None  # None: the connection's current schema
-    source: RelationName = field(default_factory=lambda: RelationName(DEFAULT_SOURCE))
-
-    @property
-    def source_identifier(self) -> Identifier:
-        return Identifier(self.source.name, self.source.schema)
-
-    def placeholders(self) -> dict[str, Identifier]:
-        names = {table: table for table in JOB_TABLES} | {"schema_migrations": migrations.MIGRATIONS_TABLE}
-        placeholders = {placeholder: Identifier(name, self.schema) for placeholder, name in names.items()}
-        return {**placeholders, "checkins": self.source_identifier}
 
 
 def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
@@ -138,6 +108,19 @@ class SqlSession:
     def ensure_migrated(self) -> None:
         """SchemaStoreError naming what is wrong, unless the job's tables and the source are usable."""
         setup.check_schema(self)
+
+    def install_capture_triggers(self) -> str:
+        """Install the change-capture triggers on a table source; what was done."""
+        return setup.install_capture_triggers(self)
+
+    def create_source_indexes(self) -> list[str]:
+        """Create the recommended indexes on a table source, CONCURRENTLY; what was done."""
+        return setup.create_source_indexes(self)
+
+    def schema_warnings(self) -> list[str]:
+        """Problems that do not stop a run (checked after `ensure_migrated` passed)."""
+        found = source.resolve_source(self)
+        return setup.source_warnings(self, found) if found is not None else []
 
     # -- planning -----------------------------------------------------------------------------
 

@@ -153,6 +153,29 @@ def create_source_indexes(session: SqlSession) -> list[str]:
     return done
 
 
+def source_warnings(session: SqlSession, source: SourceRelation) -> list[str]:
+    """What `health` reports without failing: missing recommended indexes, an invisible watermark guard."""
+    if session.dialect.name != "postgresql":
+        return []
+    warnings: list[str] = []
+    if source.kind == "table":
+        warnings.extend(
+            f"no index on {source} starts with {column}: runs scan the table; "
+            "`montage-vec migrate --source-indexes` creates it without blocking writers"
+            for column, _ in catalog_sql.SOURCE_INDEXES
+            if column not in source.indexed_columns
+        )
+    if not capture_installed(session, source):
+        with session.unit():
+            [(sees_all,)] = session.run(catalog_sql.SEES_ALL_SESSIONS)
+        if not sees_all:
+            warnings.append(
+                "the job's role cannot see other roles' open transactions, which the watermark must wait for: "
+                "GRANT pg_read_all_stats to it, or install the capture triggers"
+            )
+    return warnings
+
+
 def _apply_next(session: SqlSession, available: list[migrations.Migration]) -> str | None:
     with session.unit(write=True):
         session.connection.lock_transaction(MIGRATION_LOCK)
