@@ -43,6 +43,7 @@ class BenchConfig:
     sample_users: int
     repeat: int
     change_fraction: float
+    change_capture: str
     run_settings: str
     out: Path
     results: Path
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--change-fraction", type=float, default=0.01, help="users changed before the incremental run")
     parser.add_argument(
+        "--change-capture",
+        choices=("watermark", "trigger"),
+        default="watermark",
+        help="PostgreSQL: how the incremental run finds changes; trigger installs the capture triggers first",
+    )
+    parser.add_argument(
         "--run-settings",
         type=_run_settings,
         default="best",
@@ -144,6 +151,7 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
         sample_users=args.sample_users if args.sample_users is not None else (SMOKE_SAMPLE if smoke else 300),
         repeat=args.repeat,
         change_fraction=args.change_fraction,
+        change_capture="trigger" if args.change_capture == "trigger" and args.backend == "postgresql" else "watermark",
         run_settings=args.run_settings,
         out=out,
         results=(args.results or (out / "results.md" if smoke else DEFAULT_RESULTS)).resolve(),

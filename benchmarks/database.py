@@ -106,6 +106,12 @@ class BenchDatabase(ABC):
         with open_store(load_settings(database_url=self.url).database()) as store, store.session() as session:
             session.migrate()
 
+    def install_capture_triggers(self) -> str:
+        """The product's `migrate --capture-triggers`, on a connection of its own."""
+        self.close()
+        with open_store(load_settings(database_url=self.url).database()) as store, store.session() as session:
+            return session.install_capture_triggers()
+
     def create_montage_tables(self, prefix: str) -> None:
         """Fresh `<prefix>montages` / `<prefix>montage_items` with the product's columns, keys and indexes."""
         with self.transaction():

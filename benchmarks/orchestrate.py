@@ -62,6 +62,8 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         echo(f"  {load.checkins:,} check-ins: generated in {load.generate_seconds:.1f} s, "
              f"loaded in {load.load_seconds:.1f} s, indexed in {load.index_seconds:.1f} s")  # fmt: skip
         version = db.server_version()
+        if config.change_capture == "trigger":
+            echo(f"  {db.install_capture_triggers()}")
 
         def engine(label: str, batch_size: int, concurrency: int, full: bool) -> EngineRun:
             settle(db)

@@ -97,8 +97,14 @@ def _runs(r: BenchResults) -> list[str]:
         f"{change.retagged_users:,} had their 3 newest check-ins re-tagged, {change.deleted_users:,} had their 2 "
         f"newest soft-deleted, {change.inserting_users:,} got 3 new check-ins. Same as_of, same settings, "
         f"{inc.candidates:,} candidates, {inc.montages_written:,} montages written, "
-        f"{inc.montages_removed:,} removed (candidates beyond the changed users come from `WATERMARK_OVERLAP`, "
-        "which re-reads the last 10 minutes before the previous watermark).",
+        f"{inc.montages_removed:,} removed. Change capture: **{r.config.change_capture}**"
+        + (
+            " (candidates beyond the changed users come from `WATERMARK_OVERLAP`, which re-reads the last 10 "
+            "minutes before the previous watermark)"
+            if r.config.change_capture == "watermark"
+            else " (the capture triggers list exactly the changed users)"
+        )
+        + '; the run includes the reconciliation query (README, "Change capture").',
         "",
         *_table(RUN_HEADER, _run_rows([inc])),
         "",
