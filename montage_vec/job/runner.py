@@ -161,6 +161,14 @@ class _Run:
     def _plan(self, session: SqlSession, database_source: bool) -> CandidatePlan:
         installed = database_source and session.capture_installed()
         capture = choose_capture(self.settings.montage_change_capture, installed, database_source)
+        if (
+            capture.mode == "watermark"
+            and self.settings.montage_max_items < self.settings.montage_min_interest_occurrence
+        ):
+            self.log.warning(
+                "MONTAGE_MAX_ITEMS < MONTAGE_MIN_INTEREST_OCCURRENCE: in watermark mode a hard delete can leave "
+                "an interest that no longer qualifies (README, Reconciliation); the capture triggers see it"
+            )
         if installed and not self.options.user_ids:
             capture = replace(capture, snapshot=session.capture_snapshot())
         return plan_candidates(
