@@ -311,3 +311,21 @@ def test_concurrent_migrates_both_succeed_and_record_each_migration_once(postgre
     assert sorted(applied) == sorted([*names, OWN_SOURCE_STEP]), outcomes
     assert len(applied) == len(set(applied)), outcomes
     assert recorded(postgres_url) == expected_records(migrations_module.sql_directory("postgresql"))
+
+
+def test_database_that_applied_the_old_001_is_accepted(database_url: str) -> None:
+    """Migration 001 created the check-ins table until 0.9 and is now empty: a database that
+    recorded the old text's checksum is migrated, and a third text still is not."""
+    backend = backend_of(database_url)
+    with session(database_url) as opened:
+        opened.migrate()
+    old = migrations_module.SUPERSEDED_CHECKSUMS[(backend, 1)]
+    raw(database_url, f'UPDATE "montage_schema_migrations" SET "checksum" = \'{old}\' WHERE "version" = 1')
+
+    with session(database_url) as opened:
+        opened.ensure_migrated()
+        assert opened.migrate() == []
+
+    raw(database_url, 'UPDATE "montage_schema_migrations" SET "checksum" = \'other\' WHERE "version" = 1')
+    with session(database_url) as opened, pytest.raises(MigrationError, match="001_checkins"):
+        opened.ensure_migrated()
