@@ -59,8 +59,8 @@ def choose_capture(requested: str, installed: bool, database_source: bool) -> Ch
         return ChangeCapture("trigger", "the capture triggers are installed on the source")
     if requested == "trigger":
         raise SchemaStoreError(
-            "MONTAGE_CHANGE_CAPTURE=trigger, but the capture triggers are not installed on the source: "
-            "run `montage-vec migrate --capture-triggers`"
+            "MONTAGE_CHANGE_CAPTURE=trigger, but the capture triggers are not installed on the source; they "
+            "exist for PostgreSQL table sources only: run `montage-vec migrate --capture-triggers` there"
         )
     return ChangeCapture("watermark", "no capture triggers on the source (`migrate --capture-triggers` adds them)")
 
@@ -147,7 +147,10 @@ def next_watermark(
     A transaction open at the run's start may commit rows stamped as early as its start
     after this run read the source; the next run must still find them.
     """
-    seen = [moment for moment in (data_time, open_since) if moment is not None]
+    # `updated_at > watermark` selects changes, and a transaction's now() equals its start:
+    # stop just before it, so that rows stamped exactly then are read.
+    held_back = open_since - timedelta(microseconds=1) if open_since is not None else None
+    seen = [moment for moment in (data_time, held_back) if moment is not None]
     if not seen:
         return previous
     return max(min(seen), previous) if previous else min(seen)
