@@ -42,7 +42,20 @@ class DatabaseTarget:
 
 def resolve_database(settings: Settings) -> DatabaseTarget:
     target = _resolve_location(settings)
-    return replace(target, schema=settings.montage_schema, source=settings.source(), session_options=settings.pgoptions)
+    source = settings.source()
+    if target.kind == "duckdb":
+        _refuse_catalog_names(Path(target.location).stem, settings.montage_schema, source.schema)
+    return replace(target, schema=settings.montage_schema, source=source, session_options=settings.pgoptions)
+
+
+def _refuse_catalog_names(catalog: str, *schemas: str | None) -> None:
+    """DuckDB names a file's catalog after the file, and reads `"x"."t"` as catalog or schema x."""
+    for schema in schemas:
+        if schema is not None and schema == catalog:
+            raise ConfigError(
+                f"schema {schema!r} has the name DuckDB gives the database file {catalog}.duckdb, so names in it "
+                "would be ambiguous: choose another MONTAGE_SCHEMA (or MONTAGE_SOURCE schema)"
+            )
 
 
 def _resolve_location(settings: Settings) -> DatabaseTarget:

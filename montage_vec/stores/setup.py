@@ -41,7 +41,8 @@ CAPTURE_FUNCTION = "montage_capture_changes"
 
 def migrate(session: SqlSession) -> list[str]:
     """Apply pending migrations one transaction each (serialised against concurrent `migrate`s),
-    then create the job's own check-ins table if the source is the default and absent.
+    then create the job's own check-ins table if the source is the default and absent, and
+    check that the source is usable.
 
     Returns the names of what it applied: migrations, then OWN_SOURCE_STEP if it created the table.
     """
@@ -60,6 +61,7 @@ def migrate(session: SqlSession) -> list[str]:
     check_job_tables(session)
     if _create_own_source(session):
         applied_now.append(OWN_SOURCE_STEP)
+    check_source(session)  # the job's tables are ready; a run would fail on this next
     return applied_now
 
 
@@ -70,8 +72,15 @@ def check_schema(session: SqlSession) -> SourceRelation:
     if _migrations_table_exists(session):
         with session.unit():
             applied = applied_migrations(session)
+    else:
+        check_job_tables(session, only_existing=True)  # `migrate` would refuse these: say why now
     migrations.require_migrated(available, applied, session.dialect.name)
     check_job_tables(session)
+    return check_source(session)
+
+
+def check_source(session: SqlSession) -> SourceRelation:
+    """The source, resolved; SchemaStoreError when it is missing or lacks contract columns."""
     source = resolve_source(session)
     if source is None:
         raise SchemaStoreError(
