@@ -97,7 +97,12 @@ class BenchDatabase(ABC):
         statements = own_checkins + [s for m in package_migrations(self.backend) for s in m.statements()]
         if not prefix:
             return statements
-        wanted = [s for s in statements if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s]
+        # The montage tables' columns, keys and indexes; not the job's capture triggers on them.
+        wanted = [
+            s
+            for s in statements
+            if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s and "TRIGGER" not in s.upper()
+        ]
         return [_MONTAGE_IDENTIFIER.sub(lambda m: f'"{prefix}{m.group(1)}', s) for s in wanted]
 
     def migrate(self) -> None:

@@ -37,6 +37,9 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+# A nightly job with the capture triggers reconciles once a week by default.
+TRIGGER_MODE_RECONCILE_EVERY = 7
+
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
@@ -92,6 +95,9 @@ class Settings(BaseSettings):
     montage_source: str = DEFAULT_SOURCE
     montage_schema: str | None = None
     montage_change_capture: Literal["auto", "trigger", "watermark"] = "auto"
+    # Unset: every run in watermark mode (hard deletes depend on it), every 7th in trigger mode
+    # (where only writes that bypass triggers need it).
+    montage_reconcile_every: int | None = Field(default=None, ge=1, le=1000)
     # libpq's own variable. The job sets session options itself (UTC), which would make
     # libpq ignore PGOPTIONS, so it is read here and merged into them.
     pgoptions: str | None = None
@@ -190,6 +196,12 @@ class Settings(BaseSettings):
 
     def shard(self) -> Shard:
         return Shard.parse(self.montage_shard)
+
+    def reconcile_every(self, capture_mode: str) -> int:
+        """Run the reconciliation query on every N-th incremental run of a shard."""
+        if self.montage_reconcile_every is not None:
+            return self.montage_reconcile_every
+        return TRIGGER_MODE_RECONCILE_EVERY if capture_mode == "trigger" else 1
 
     def source(self) -> RelationName:
         return RelationName.parse(self.montage_source)

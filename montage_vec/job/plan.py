@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
+from montage_vec.config.settings import Settings
 from montage_vec.config.shard import Shard
 from montage_vec.errors import SchemaStoreError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
 from montage_vec.stores.render import Snapshot
+
+if TYPE_CHECKING:
+    from montage_vec.job.summary import RunSummary
 
 CandidateMode = Literal["incremental", "full", "users"]
 CaptureMode = Literal["trigger", "watermark"]
@@ -44,8 +48,8 @@ class ChangeCapture:
 
     mode: CaptureMode
     reason: str
-    # The snapshot whose captured changes the run consumes: set whenever the triggers are
-    # installed (also in watermark mode, so that the change table does not grow forever).
+    # The snapshot whose captured changes the run consumes (PostgreSQL, both modes: the job's
+    # own tables capture deletes by others even when the source has no triggers).
     snapshot: Snapshot | None = None
 
 
@@ -108,6 +112,30 @@ def plan_candidates(
     )
 
 
+def plan_run(
+    store: JobStore, settings: Settings, options: RunOptions, summary: RunSummary, shard: Shard, database_source: bool
+) -> CandidatePlan:
+    """The run's plan: its mode, how it finds changes (and why), and whether it reconciles.
+
+    `database_source`: check-ins come from the database itself, not the check-in service.
+    """
+    installed = database_source and store.capture_installed()
+    capture = choose_capture(settings.montage_change_capture, installed, database_source)
+    if database_source and not options.user_ids:
+        capture = replace(capture, snapshot=store.capture_snapshot())
+    every = settings.reconcile_every(capture.mode)
+    reconcile = database_source and (every == 1 or store.runs_since_reconciled(shard.key) + 1 >= every)
+    return plan_candidates(
+        options,
+        summary.as_of,
+        summary.watermark_from,
+        settings.watermark_overlap,
+        capture=capture,
+        reconcile=reconcile,
+        privacy_included=tuple(sorted(settings.montage_params().privacy_included)),
+    )
+
+
 def find_candidates(plan: CandidatePlan, source: CheckinSource, store: JobStore, shard: Shard) -> pl.Series:
     """Sorted distinct users of this shard: changed users, montages to revisit and reconciled
     users (incremental), or everyone (full), or the named users."""
@@ -118,10 +146,9 @@ def find_candidates(plan: CandidatePlan, source: CheckinSource, store: JobStore,
         found = [source.all_users(), store.montage_users()]
     else:
         snapshot = plan.capture.snapshot
-        if plan.capture.mode == "trigger" and snapshot is not None:
-            found = [store.captured_users(snapshot)]
-        else:
-            found = [source.changed_users(plan.since)]
+        found = [store.captured_users(snapshot)] if snapshot is not None else []
+        if plan.capture.mode == "watermark":
+            found.append(source.changed_users(plan.since))
         found.append(store.revisit_users(plan.as_of))
         if plan.reconcile:
             found.append(store.reconcile_users(plan.privacy_included))

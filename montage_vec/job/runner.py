@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 
 import polars as pl
 from loguru import logger
@@ -29,13 +28,12 @@ from montage_vec.job.observer import Observers, RunObserver
 from montage_vec.job.plan import (
     CandidatePlan,
     RunOptions,
-    choose_capture,
     chunked,
     consumed_changes,
     find_candidates,
     new_job_id,
     next_watermark,
-    plan_candidates,
+    plan_run,
     utc_now,
 )
 from montage_vec.job.retries import process_with_retries
@@ -143,6 +141,7 @@ class _Run:
             mode=plan.mode,
             change_capture=plan.capture.mode,
             change_capture_reason=plan.capture.reason,
+            reconciled=summary.reconciled,
             as_of=summary.as_of.isoformat(),
             since=plan.since.isoformat() if plan.since else None,
             candidates=len(users),
@@ -159,27 +158,17 @@ class _Run:
             session.save_progress(self.shard.key, summary.watermark_to, summary.job_id, plan.capture.snapshot, consumed)
 
     def _plan(self, session: SqlSession, database_source: bool) -> CandidatePlan:
-        installed = database_source and session.capture_installed()
-        capture = choose_capture(self.settings.montage_change_capture, installed, database_source)
+        plan = plan_run(session, self.settings, self.options, self.summary, self.shard, database_source)
+        self.summary.reconciled = plan.mode == "incremental" and plan.reconcile
         if (
-            capture.mode == "watermark"
+            plan.capture.mode == "watermark"
             and self.settings.montage_max_items < self.settings.montage_min_interest_occurrence
         ):
             self.log.warning(
                 "MONTAGE_MAX_ITEMS < MONTAGE_MIN_INTEREST_OCCURRENCE: in watermark mode a hard delete can leave "
                 "an interest that no longer qualifies (README, Reconciliation); the capture triggers see it"
             )
-        if installed and not self.options.user_ids:
-            capture = replace(capture, snapshot=session.capture_snapshot())
-        return plan_candidates(
-            self.options,
-            self.summary.as_of,
-            self.summary.watermark_from,
-            self.settings.watermark_overlap,
-            capture=capture,
-            reconcile=database_source,
-            privacy_included=tuple(sorted(self.settings.montage_params().privacy_included)),
-        )
+        return plan
 
     def _process_all(self, session: SqlSession, users: pl.Series, source: CheckinSource | None) -> None:
         """Process every chunk, adding up results as they complete; raise if any did not commit."""

@@ -29,6 +29,7 @@ class RunSummary:
     dry_run: bool = False
     shard: str = "0/1"
     candidates: int = 0
+    reconciled: bool = False  # the run ran the reconciliation query
     chunks: int = 0
     totals: ChunkResult = field(default_factory=ChunkResult)
     watermark_from: datetime | None = None
@@ -104,4 +105,5 @@ def run_record(summary: RunSummary) -> RunRecord:
         general_montages=totals.general_montages,
         interest_montages=totals.interest_montages,
         message=f"{type(summary.error).__name__}: {summary.error_text}" if summary.error else None,
+        reconciled=summary.reconciled,
     )

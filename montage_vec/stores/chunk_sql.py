@@ -178,6 +178,8 @@ DROP_CHUNK_TABLES = (
 # a few hundred thousand rows should stay in memory.
 PREPARE_STAGED_CHUNK = (
     "SET LOCAL work_mem = '64MB'",
+    # The capture triggers on the job's own tables record deletes by anyone but the job.
+    "SET LOCAL montage_vec.job_write = 'on'",
     'ANALYZE "stage_users"',
     'ANALYZE "stage_montages"',
     'ANALYZE "stage_items"',

@@ -53,8 +53,12 @@ class JobStore(Protocol):
     def capture_installed(self) -> bool:
         """Whether the capture triggers are installed on the check-in source (PostgreSQL)."""
 
-    def capture_snapshot(self) -> Snapshot:
-        """The current snapshot: the changes committed before it are the ones a run consumes."""
+    def capture_snapshot(self) -> Snapshot | None:
+        """The current snapshot: the changes committed before it are the ones a run consumes
+        (None when the database captures no changes)."""
+
+    def runs_since_reconciled(self, shard: str) -> int:
+        """Completed incremental runs of the shard since its last reconciled or full run."""
 
     def captured_users(self, snapshot: Snapshot) -> pl.Series:
         """Distinct users in the captured changes that `snapshot` sees."""

@@ -85,6 +85,7 @@ class RunRecord:
     general_montages: int = 0
     interest_montages: int = 0
     message: str | None = None
+    reconciled: bool = False
 
     @property
     def event_type(self) -> str:

@@ -144,9 +144,14 @@ class SqlSession:
     def capture_installed(self) -> bool:
         return source.capture_installed(self)
 
-    def capture_snapshot(self) -> Snapshot:
-        """The snapshot whose committed changes this run consumes (PostgreSQL)."""
+    def capture_snapshot(self) -> Snapshot | None:
+        """The snapshot whose captured changes a run consumes; None without a change table (DuckDB)."""
+        if not self._dialect.concurrent_writers:
+            return None
         return Snapshot(self._scalar(change_sql.CURRENT_SNAPSHOT))
+
+    def runs_since_reconciled(self, shard: str) -> int:
+        return int(self._scalar(statements.RUNS_SINCE_RECONCILED, [shard]))
 
     def captured_users(self, snapshot: Snapshot) -> pl.Series:
         return self._users(change_sql.CAPTURED_USERS, snapshot=snapshot)

@@ -10,6 +10,7 @@ from __future__ import annotations
 RUN_COLUMNS = (
     "job_id", "shard", "mode", "as_of", "started_at", "finished_at", "status", "watermark_from",
     "watermark_to", "processed", "successful", "errors", "general_montages", "interest_montages", "message",
+    "reconciled",
 )  # fmt: skip
 
 CHECKIN_COLUMNS = (
@@ -38,6 +39,15 @@ REVISIT_USERS = """
 SELECT "user_id"::VARCHAR AS "user_id" FROM {montages} WHERE "valid_until" <= {as_of}
 UNION
 SELECT "user_id"::VARCHAR FROM {montage_retry_users}
+"""
+
+# Completed incremental runs of a shard since its last reconciled (or full) run.
+RUNS_SINCE_RECONCILED = """
+SELECT count(*) FROM {montage_job_runs}
+WHERE "shard" = $1 AND "status" = 'completed' AND "mode" = 'incremental' AND "started_at" > coalesce(
+    (SELECT max("started_at") FROM {montage_job_runs}
+     WHERE "shard" = $1 AND "status" = 'completed' AND ("reconciled" OR "mode" = 'full')),
+    TIMESTAMPTZ '1970-01-01 00:00:00+00')
 """
 
 READ_WATERMARK = 'SELECT "watermark" FROM {montage_job_watermarks} WHERE "shard" = $1'

@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "montage_source": "checkins",
     "montage_schema": None,
     "montage_change_capture": "auto",
+    "montage_reconcile_every": None,
     "pgoptions": None,
     "montage_max_items": 20,
     "montage_min_interest_occurrence": 3,

@@ -38,6 +38,7 @@ from tests.support.data import (
     expected_montages,
     montage_ids,
     montage_stamps,
+    montages_by_user,
     new_id,
     run_rows,
     stored_montages,
@@ -300,8 +301,10 @@ def test_truncate_is_not_captured_and_reconciliation_repairs_it(postgres_url: st
     execute(postgres_url, "TRUNCATE checkins")
     assert changes(postgres_url) == [], "TRUNCATE fires no row or statement trigger of the three"
 
-    after = run_once(run_cli, postgres_url, env=TRIGGER_MODE)
+    # Trigger mode reconciles every 7th run by default; this run is asked to.
+    after = run_once(run_cli, postgres_url, env={**TRIGGER_MODE, "MONTAGE_RECONCILE_EVERY": "1"})
     assert (started(after)["mode"], started(after)["change_capture"]) == ("incremental", "trigger")
+    assert started(after)["reconciled"] is True
     # Reconciliation (montages but no eligible check-in) finds both users.
     assert started(after)["candidates"] == 2
     assert completed(after)["montages_removed"] == 4
@@ -349,6 +352,8 @@ def test_watermark_mode_repairs_the_old_owner_and_needs_the_bump_for_the_new_one
 ) -> None:
     data = Checkins(postgres_url)
     a, b, moved = _move_setup(data)
+    # A source without capture triggers (with them, even watermark mode reads the captured users).
+    execute(postgres_url, *(f"DROP TRIGGER {name} ON checkins" for name in CAPTURE_TRIGGERS))
     run_once(run_cli, postgres_url, env=EXACT_WATERMARK)
     b_before = user_rows(postgres_url, b)
     _move(data, moved, b)
@@ -739,12 +744,10 @@ def test_montages_deleted_by_an_operator_are_rewritten(
 
 
 @postgres
-def test_items_deleted_under_a_general_montage_are_not_noticed_until_a_full_run(
-    postgres_url: str, run_cli: RunCli
-) -> None:
-    """Known limit (README, Reconciliation): with the general montage row still there,
-    reconciliation cannot tell that its items are gone, so incremental runs leave the user
-    alone; a change of the user or a --full run rewrites the items."""
+def test_items_deleted_behind_the_jobs_back_are_rewritten_by_the_next_run(postgres_url: str, run_cli: RunCli) -> None:
+    """The job's own montage tables capture deletes by anyone but the job (README, Reconciliation):
+    a general montage whose items an operator deleted is rewritten by the next incremental run,
+    and only that user is processed."""
     data = Checkins(postgres_url)
     user, other = sorted(new_id() for _ in range(2))
     tagged(data, user, "coffee", 3)
@@ -752,16 +755,13 @@ def test_items_deleted_under_a_general_montage_are_not_noticed_until_a_full_run(
     run_once(run_cli, postgres_url, env=TRIGGER_MODE)
     general = montage_ids(postgres_url)[(user, "general", "")]
     execute(postgres_url, f"DELETE FROM montage_items WHERE montage_id = '{general}'")
+    assert changes(postgres_url) != []
 
     incremental = run_once(run_cli, postgres_url, env=TRIGGER_MODE)
-    assert started(incremental)["candidates"] == 0
-    montages, items = user_rows(postgres_url, user)
-    assert montages == expected_rows(data, user)[0]
-    assert [item for item in items if item[1] == "general"] == [], "not repaired by an incremental run"
-
-    full = run_once(run_cli, postgres_url, "--full", env=TRIGGER_MODE)
-    assert completed(full)["montages_written"] == 1
+    assert started(incremental)["candidates"] == 1
+    assert completed(incremental)["montages_written"] == 1
     assert_matches_recompute(postgres_url, data.all(), AS_OF)
+    assert changes(postgres_url) == []
 
 
 @postgres
@@ -785,3 +785,31 @@ def test_a_shown_check_in_made_private_without_a_bump_is_repaired(
     assert started(result)["candidates"] == 1
     assert hidden["id"] not in [item[4] for item in user_rows(postgres_url, user)[1]]
     assert_matches_recompute(postgres_url, data.all(), AS_OF)
+
+
+# -- 9. MONTAGE_RECONCILE_EVERY ------------------------------------------------------------------------
+
+
+def test_reconciliation_runs_on_every_nth_incremental_run(database_url: str, run_cli: RunCli) -> None:
+    """With MONTAGE_RECONCILE_EVERY=3 the query runs on every third incremental run after the
+    last reconciled (or full) one; a hard delete waits for it in watermark mode."""
+    data = Checkins(database_url)
+    gone, keeps = sorted(new_id() for _ in range(2))
+    tagged(data, gone, "coffee", 3)
+    tagged(data, keeps, "tea", 3)
+    if database_url.startswith("postgresql:"):  # a source without capture triggers
+        execute(database_url, *(f"DROP TRIGGER {name} ON checkins" for name in CAPTURE_TRIGGERS))
+    env = {**EXACT_WATERMARK, "MONTAGE_RECONCILE_EVERY": "3"}
+    assert started(run_once(run_cli, database_url, env=env))["mode"] == "full"
+    execute(database_url, f"DELETE FROM checkins WHERE user_id = '{gone}'")
+
+    flags = []
+    for _ in range(4):
+        result = run_once(run_cli, database_url, env=env)
+        flags.append(started(result)["reconciled"])
+        reconciled_yet = any(flags)
+        assert (gone in montages_by_user(database_url)) is not reconciled_yet, "only reconciliation sees it"
+    assert flags == [False, False, True, False]
+    assert gone not in montages_by_user(database_url)
+    recorded = query(database_url, "SELECT mode, reconciled FROM montage_job_runs ORDER BY started_at")
+    assert recorded["reconciled"].to_list()[1:] == flags

@@ -88,9 +88,8 @@ def expected_records(folder: Path) -> list[Record]:
 
 
 def ddl_statements(path: Path) -> list[str]:
-    """A DDL file's statements, split the way the pre-tracking code ran them."""
-    text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("--"))
-    return [statement.strip() for statement in text.split(";") if statement.strip()]
+    """A DDL file's statements (dollar-quoted function bodies kept whole)."""
+    return migrations_module.split_statements(path.read_text())
 
 
 def use_sql_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> Path:
