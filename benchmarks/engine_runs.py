@@ -69,6 +69,7 @@ class EngineRun:
     peak_rss_bytes: int
     log_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    reconciled: bool = False  # the run ran the reconciliation query
 
     @property
     def users_per_second(self) -> float:
@@ -112,6 +113,7 @@ def run_engine(
     full: bool,
     log_dir: Path,
     wrapper: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> EngineRun:
     """One `montage-vec once` in a child process; raises EngineRunError unless it completed."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +122,7 @@ def run_engine(
     command = [*(wrapper or []), sys.executable, "-m", "montage_vec", "once", "--as-of", as_of.isoformat()]
     command += ["--full"] if full else []
     command[0] = shutil.which(command[0]) or command[0]  # posix_spawn wants a path
-    env = child_environment(database_url, batch_size, concurrency)
+    env = {**child_environment(database_url, batch_size, concurrency), **(extra_env or {})}
     with log_path.open("w") as log, (log_dir / f"{label}.stderr").open("w") as err:
         spawned_wall = time.time()
         spawned = time.perf_counter()
@@ -164,6 +166,7 @@ def run_engine(
         peak_rss_bytes=int(rss_path.read_text()) * 1024,  # Linux reports kilobytes
         log_path=log_path,
         stage_seconds={stage: float(completed.get("stage_seconds", {}).get(stage, 0.0)) for stage in STAGES},
+        reconciled=bool(started.get("reconciled", False)),
     )
 
 

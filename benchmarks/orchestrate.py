@@ -49,6 +49,9 @@ def settle(db: BenchDatabase) -> None:
     db.close()
 
 
+RECONCILE_EVERY_RUN = {"MONTAGE_RECONCILE_EVERY": "1"}
+
+
 def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
     started = time.perf_counter()
     machine = describe_machine()
@@ -65,7 +68,9 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         if config.change_capture == "trigger":
             echo(f"  {db.install_capture_triggers()}")
 
-        def engine(label: str, batch_size: int, concurrency: int, full: bool) -> EngineRun:
+        def engine(
+            label: str, batch_size: int, concurrency: int, full: bool, extra_env: dict[str, str] | None = None
+        ) -> EngineRun:
             settle(db)
             run = run_engine(
                 label=label,
@@ -75,6 +80,7 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
                 concurrency=concurrency,
                 full=full,
                 log_dir=log_dir,
+                extra_env=extra_env,
             )
             echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s,"
                  f" peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip
@@ -125,6 +131,8 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         change = change_users(db, config.users, config.change_fraction, config.seed, config.as_of)
         echo(f"incremental run after changing {change.users:,} users ({change.rows_touched:,} check-ins)")
         incremental = engine("incremental", batch_size, concurrency, full=False)
+        echo("incremental run with no changes that runs the reconciliation query (MONTAGE_RECONCILE_EVERY=1)")
+        reconciling = engine("reconciling", batch_size, concurrency, full=False, extra_env=RECONCILE_EVERY_RUN)
         profile = _profile(config, db, log_dir, batch_size, concurrency, echo) if config.profile else []
     finally:
         if config.keep:
@@ -143,6 +151,7 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         full=full,
         change=change,
         incremental=incremental,
+        reconciling=reconciling,
         loop=loop,
         sql=sql,
         floor=floor,
