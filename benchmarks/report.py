@@ -28,7 +28,8 @@ def _ratio(value: float) -> str:
 
 
 def _share(value: float, target: str) -> str:
-    return f"{value:.1%}" if target.endswith("%") else _ratio(value)
+    """Shares of the full run (targets in %, and the untargeted reconciling run) as percentages."""
+    return f"{value:.1%}" if target.endswith("%") or target == "-" else _ratio(value)
 
 
 def _mib(size: int) -> str:
