@@ -74,8 +74,6 @@ class JobStore(Protocol):
     ) -> None:
         """Move the watermark and delete the consumed captured changes, in one transaction."""
 
-    def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None: ...
-
     def revisit_users(self, as_of: datetime) -> pl.Series:
         """Users with an interest montage that stopped qualifying by `as_of`, plus the retry list."""
 

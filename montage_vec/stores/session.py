@@ -183,8 +183,7 @@ class SqlSession:
         return self._scalar(statements.READ_WATERMARK, [shard])  # type: ignore[no-any-return]
 
     def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
-        with self.unit(write=True):
-            self.run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
+        self.save_progress(shard, watermark, job_id, None, pl.Series("user_id", [], dtype=pl.String))
 
     # -- chunks -------------------------------------------------------------------------------
 
