@@ -208,10 +208,16 @@ def test_incremental_run_after_privacy_changes(database_url: str, run_cli) -> No
     assert_matches_recompute(database_url, data.all(), AS_OF)
 
 
-@pytest.mark.parametrize("capture", ["trigger", "watermark"])
-def test_hard_deletes_are_reflected_by_the_next_incremental_run(database_url: str, run_cli, capture: str) -> None:
-    if capture == "trigger" and not database_url.startswith("postgresql:"):
-        pytest.skip("capture triggers are PostgreSQL's")
+@pytest.mark.parametrize(
+    ("backend", "capture"), [("duckdb", "watermark"), ("postgresql", "watermark"), ("postgresql", "trigger")]
+)
+def test_hard_deletes_are_reflected_by_the_next_incremental_run(
+    request: pytest.FixtureRequest, run_cli, backend: str, capture: str
+) -> None:
+    """Capture triggers are PostgreSQL's; watermark mode sees hard deletes through reconciliation."""
+    if backend == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    database_url: str = request.getfixturevalue("duckdb_url" if backend == "duckdb" else "postgres_url")
     env = {"MONTAGE_CHANGE_CAPTURE": capture}
     data = Checkins(database_url)
     gone, keeps = new_id(), new_id()
