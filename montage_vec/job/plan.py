@@ -53,6 +53,10 @@ class ChangeCapture:
     snapshot: Snapshot | None = None
 
 
+# A plan made without the database's capture state (e.g. in tests): the watermark alone.
+WATERMARK_ONLY = ChangeCapture("watermark", "no change capture was chosen")
+
+
 def choose_capture(requested: str, installed: bool, database_source: bool) -> ChangeCapture:
     """MONTAGE_CHANGE_CAPTURE (`auto`, `trigger`, `watermark`) against what the database has."""
     if not database_source:
@@ -77,7 +81,7 @@ class CandidatePlan:
     as_of: datetime
     since: datetime | None = None
     user_ids: tuple[str, ...] = ()
-    capture: ChangeCapture = ChangeCapture("watermark", "default")
+    capture: ChangeCapture = WATERMARK_ONLY
     # Reconciliation needs the check-ins in the database (not behind the check-in service).
     reconcile: bool = True
     privacy_included: tuple[str, ...] = ()
@@ -88,7 +92,7 @@ def plan_candidates(
     as_of: datetime,
     watermark: datetime | None,
     overlap: timedelta,
-    capture: ChangeCapture | None = None,
+    capture: ChangeCapture = WATERMARK_ONLY,
     reconcile: bool = True,
     privacy_included: tuple[str, ...] = (),
 ) -> CandidatePlan:
@@ -106,7 +110,7 @@ def plan_candidates(
         as_of=as_of,
         since=since,
         user_ids=options.user_ids,
-        capture=capture or ChangeCapture("watermark", "default"),
+        capture=capture,
         reconcile=reconcile,
         privacy_included=privacy_included,
     )
@@ -136,17 +140,21 @@ def plan_run(
     )
 
 
-def find_candidates(plan: CandidatePlan, source: CheckinSource, store: JobStore, shard: Shard) -> pl.Series:
+def find_candidates(
+    plan: CandidatePlan, source: CheckinSource, store: JobStore, shard: Shard, consumed: pl.Series
+) -> pl.Series:
     """Sorted distinct users of this shard: changed users, montages to revisit and reconciled
-    users (incremental), or everyone (full), or the named users."""
+    users (incremental), or everyone (full), or the named users.
+
+    `consumed` are this shard's captured users (`consumed_changes`), read once per run.
+    """
     if plan.mode == "users":
         # Named users are processed exactly as asked, whatever shard they fall in.
         return pl.Series("user_id", plan.user_ids, dtype=pl.String).unique().sort()
     if plan.mode == "full" or plan.since is None:
         found = [source.all_users(), store.montage_users()]
     else:
-        snapshot = plan.capture.snapshot
-        found = [store.captured_users(snapshot)] if snapshot is not None else []
+        found = [consumed]
         if plan.capture.mode == "watermark":
             found.append(source.changed_users(plan.since))
         found.append(store.revisit_users(plan.as_of))

@@ -31,26 +31,11 @@ def process_with_retries(
     control: RunControl,
 ) -> ChunkResult:
     """The chunk's result, its failed users recorded; RunFailed once the retries are used up."""
-    result = _with_retries(sessions, source, users, context, retries, control)
-    if result.failures and not context.dry_run:
-        failures = pl.DataFrame(result.failures, schema=REJECTED_SCHEMA, orient="row")
-        sessions.current().record_failures(failures, context.job_id, utc_now())
-    return result
-
-
-def _with_retries(
-    sessions: ThreadSessions,
-    source: CheckinSource | None,
-    users: pl.Series,
-    context: ChunkContext,
-    retries: int,
-    control: RunControl,
-) -> ChunkResult:
     attempts = retries + 1
     for attempt in range(1, attempts + 1):
         try:
             session = sessions.current()
-            return process_chunk(session, source or session, users, context)
+            result = process_chunk(session, source or session, users, context)
         except MontageVecError as exc:
             if not exc.transient:
                 raise
@@ -65,4 +50,9 @@ def _with_retries(
                 error=str(exc),
             )
             control.wait(backoff)
+            continue
+        if result.failures and not context.dry_run:
+            failures = pl.DataFrame(result.failures, schema=REJECTED_SCHEMA, orient="row")
+            session.record_failures(failures, context.job_id, utc_now())
+        return result
     raise AssertionError("unreachable: the last attempt returns or raises")

@@ -132,8 +132,8 @@ class _Run:
         # run started, so its rows are newer than any watermark this run saves.
         open_since = session.oldest_open_transaction() if checkin_source is None else None
         data_time = source.latest_data_time(not_after=summary.started_at)
-        users = find_candidates(plan, source, session, self.shard)
         consumed = consumed_changes(plan, session, self.shard)
+        users = find_candidates(plan, source, session, self.shard, consumed)
         summary.candidates = len(users)
         summary.totals.seconds["candidates"] = time.perf_counter() - planning_started
         self.log.info(

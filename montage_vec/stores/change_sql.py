@@ -10,10 +10,12 @@ from __future__ import annotations
 
 CAPTURE_TRIGGERS = ("montage_vec_capture_insert", "montage_vec_capture_update", "montage_vec_capture_delete")
 
-# $1 the source relation as a quoted name, $2 the trigger names; disabled triggers do not count.
+# $1 the source relation as a quoted name, $2 the trigger names. Only triggers on a table
+# count (as `migrate --capture-triggers` installs them); disabled ones do not.
 INSTALLED_CAPTURE_TRIGGERS = """
-SELECT count(*) FROM pg_trigger
-WHERE "tgrelid" = to_regclass($1) AND "tgname" = ANY($2) AND "tgenabled" <> 'D'
+SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c."oid" = t."tgrelid"
+WHERE t."tgrelid" = to_regclass($1) AND c."relkind" IN ('r', 'p')
+  AND t."tgname" = ANY($2) AND t."tgenabled" <> 'D'
 """
 
 # What this run consumes: exactly the changes committed before its snapshot. A transaction

@@ -73,17 +73,17 @@ def resolve_source_in_unit(session: SqlSession) -> SourceRelation | None:
 
 
 def capture_installed(session: SqlSession, source: SourceRelation | None = None) -> bool:
-    """Whether all three capture triggers are installed and enabled on the source (PostgreSQL)."""
+    """Whether all three capture triggers are installed and enabled on the source table (PostgreSQL).
+
+    Without a resolved `source`, the configured name is resolved by the query itself (one
+    round trip at every run's start, instead of the catalog reads of `resolve_source`).
+    """
     if session.dialect.name != "postgresql":
         return False
-    source = source or resolve_source(session)
-    if source is None or source.kind != "table":
-        return False
+    identifier = source.identifier if source is not None else session.tables.source_identifier
     with session.unit():
         names = list(change_sql.CAPTURE_TRIGGERS)
-        [(installed,)] = session.run(
-            change_sql.INSTALLED_CAPTURE_TRIGGERS, [source.identifier.sql("postgresql"), names]
-        )
+        [(installed,)] = session.run(change_sql.INSTALLED_CAPTURE_TRIGGERS, [identifier.sql("postgresql"), names])
     return int(installed) == len(change_sql.CAPTURE_TRIGGERS)
 
 
