@@ -175,21 +175,20 @@ def test_blank_schema_means_the_current_schema(monkeypatch: pytest.MonkeyPatch, 
     assert settings.database().schema is None
 
 
-@pytest.mark.parametrize("text", ["", "a.b.c", '"open', "app..checkins", 'a"b', "app. checkins"])
-def test_bad_source_in_the_environment_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
-    monkeypatch.setenv("MONTAGE_SOURCE", text)
-    with pytest.raises(ConfigError) as failure:
-        load_settings(database_url=PG_URL)
-    assert "MONTAGE_SOURCE" in str(failure.value)
-    assert failure.value.exit_code == 2
+BAD_NAMES = [
+    *(("MONTAGE_SOURCE", text) for text in ["", "a.b.c", '"open', "app..checkins", 'a"b', "app. checkins"]),
+    *(("MONTAGE_SCHEMA", text) for text in ["a.b", '"open', '"a"."b"', "a. b"]),
+]
 
 
-@pytest.mark.parametrize("text", ["a.b", '"open', '"a"."b"', "a. b"])
-def test_bad_schema_in_the_environment_is_a_config_error_naming_it(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
-    monkeypatch.setenv("MONTAGE_SCHEMA", text)
+@pytest.mark.parametrize(("variable", "text"), BAD_NAMES)
+def test_bad_name_in_the_environment_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str
+) -> None:
+    monkeypatch.setenv(variable, text)
     with pytest.raises(ConfigError) as failure:
         load_settings(database_url=PG_URL)
-    assert "MONTAGE_SCHEMA" in str(failure.value)
+    assert variable in str(failure.value)
     assert failure.value.exit_code == 2
 
 

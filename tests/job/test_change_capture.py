@@ -164,6 +164,14 @@ def tagged(data: Checkins, user: str, tag: str, how_many: int, start: float = 1)
     return data.add_many(checkin(user, AS_OF - days(start + i), tags=[tag]) for i in range(how_many))
 
 
+def coffee_and_tea_users(data: Checkins) -> tuple[str, str]:
+    """Two users in id order, stored with three coffee and three tea check-ins: one interest each."""
+    coffee, tea = sorted(new_id() for _ in range(2))
+    tagged(data, coffee, "coffee", 3)
+    tagged(data, tea, "tea", 3)
+    return coffee, tea
+
+
 def started(result: Any) -> dict[str, Any]:
     line: dict[str, Any] = result.log("Batch job started")
     return line
@@ -380,9 +388,7 @@ def test_watermark_mode_repairs_the_old_owner_and_needs_the_bump_for_the_new_one
 @postgres
 def test_a_transaction_open_at_the_snapshot_is_left_for_the_next_run(postgres_url: str, run_cli: RunCli) -> None:
     data = Checkins(postgres_url)
-    late_user, other = sorted(new_id() for _ in range(2))
-    tagged(data, late_user, "coffee", 3)
-    tagged(data, other, "tea", 3)
+    late_user, _other = coffee_and_tea_users(data)
     run_once(run_cli, postgres_url, env=TRIGGER_MODE)
     before = montage_stamps(postgres_url)
     late = checkin(late_user, AS_OF - days(0.5), tags=["coffee"])
@@ -461,9 +467,7 @@ def test_changes_committed_during_a_run_survive_its_prune(postgres_url: str, run
 @postgres
 def test_dry_runs_and_named_user_runs_prune_nothing(postgres_url: str, run_cli: RunCli) -> None:
     data = Checkins(postgres_url)
-    first, second = sorted(new_id() for _ in range(2))
-    tagged(data, first, "coffee", 3)
-    tagged(data, second, "tea", 3)
+    first, second = coffee_and_tea_users(data)
     run_once(run_cli, postgres_url, env=TRIGGER_MODE)
     saved = watermark(postgres_url)
     data.add(first, AS_OF - days(0.5), tags=["coffee"])
@@ -639,9 +643,7 @@ def test_the_mode_follows_the_installed_triggers(postgres_url: str, run_cli: Run
 @postgres
 def test_forced_watermark_mode_still_prunes_what_its_snapshot_saw(postgres_url: str, run_cli: RunCli) -> None:
     data = Checkins(postgres_url)
-    user, other = sorted(new_id() for _ in range(2))
-    tagged(data, user, "coffee", 3)
-    tagged(data, other, "tea", 3)
+    user, _other = coffee_and_tea_users(data)
     run_once(run_cli, postgres_url, env=EXACT_WATERMARK)
     assert changes(postgres_url) == []
     data.add(user, AS_OF - days(0.5), tags=["coffee"])
@@ -673,9 +675,7 @@ def test_duckdb_always_uses_the_watermark(duckdb_url: str, run_cli: RunCli) -> N
 @pytest.mark.parametrize("writes", [False, True], ids=["idle", "writing"])
 def test_the_watermark_does_not_pass_an_open_transaction(postgres_url: str, run_cli: RunCli, writes: bool) -> None:
     data = Checkins(postgres_url)
-    slow, other = sorted(new_id() for _ in range(2))
-    tagged(data, slow, "coffee", 3)
-    tagged(data, other, "tea", 3)
+    slow, other = coffee_and_tea_users(data)
     run_once(run_cli, postgres_url, env=EXACT_WATERMARK)
     late = checkin(slow, AS_OF - days(0.5), tags=["coffee"])
     fresh = checkin(other, AS_OF - days(0.4), tags=["tea"])
@@ -728,9 +728,7 @@ def test_montages_deleted_by_an_operator_are_rewritten(
     postgres_url: str, run_cli: RunCli, mode: dict[str, str]
 ) -> None:
     data = Checkins(postgres_url)
-    wiped, other = sorted(new_id() for _ in range(2))
-    tagged(data, wiped, "coffee", 3)
-    tagged(data, other, "tea", 3)
+    wiped, _other = coffee_and_tea_users(data)
     run_once(run_cli, postgres_url, env=mode)
     ids = montage_ids(postgres_url)
     execute(postgres_url, f"DELETE FROM montages WHERE user_id = '{wiped}'")
@@ -749,9 +747,7 @@ def test_items_deleted_behind_the_jobs_back_are_rewritten_by_the_next_run(postgr
     a general montage whose items an operator deleted is rewritten by the next incremental run,
     and only that user is processed."""
     data = Checkins(postgres_url)
-    user, other = sorted(new_id() for _ in range(2))
-    tagged(data, user, "coffee", 3)
-    tagged(data, other, "tea", 3)
+    user, _other = coffee_and_tea_users(data)
     run_once(run_cli, postgres_url, env=TRIGGER_MODE)
     general = montage_ids(postgres_url)[(user, "general", "")]
     execute(postgres_url, f"DELETE FROM montage_items WHERE montage_id = '{general}'")
@@ -794,9 +790,7 @@ def test_reconciliation_runs_on_every_nth_incremental_run(database_url: str, run
     """With MONTAGE_RECONCILE_EVERY=3 the query runs on every third incremental run after the
     last reconciled (or full) one; a hard delete waits for it in watermark mode."""
     data = Checkins(database_url)
-    gone, keeps = sorted(new_id() for _ in range(2))
-    tagged(data, gone, "coffee", 3)
-    tagged(data, keeps, "tea", 3)
+    gone, _keeps = coffee_and_tea_users(data)
     if database_url.startswith("postgresql:"):  # a source without capture triggers
         execute(database_url, *(f"DROP TRIGGER {name} ON checkins" for name in CAPTURE_TRIGGERS))
     env = {**EXACT_WATERMARK, "MONTAGE_RECONCILE_EVERY": "3"}

@@ -33,7 +33,7 @@ from tests.support.data import (
     same_instant,
     watermark,
 )
-from tests.support.database import count, execute, is_duckdb
+from tests.support.database import count, execute, is_duckdb, sql_literal
 
 USERS = 3
 # Few distinct tags (coffee in several spellings) so that interests form, age and break often.
@@ -125,18 +125,6 @@ PROPERTY_SETTINGS = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def sql_literal(value: Any) -> str:
-    """A value as SQL text that PostgreSQL and DuckDB both read (tests' own constants only)."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, datetime):
-        return f"'{value.isoformat()}'::TIMESTAMPTZ"
-    if isinstance(value, list):
-        return "ARRAY[" + ", ".join(sql_literal(item) for item in value) + "]::TEXT[]" if value else "'{}'::TEXT[]"
-    text = str(value).replace("'", "''")
-    return f"'{text}'"
 
 
 def note(what: str) -> None:

@@ -56,6 +56,7 @@ from tests.support.data import (
     stored_montages,
 )
 from tests.support.database import admin_execute, execute, query
+from tests.support.database import sql_literal as literal
 from tests.support.processes import JobProcess, job_env, wait_until
 
 HANG_GUARD = 60.0  # seconds; only ever a guard against hanging, never a measurement
@@ -96,16 +97,6 @@ def contract_table(relation: str, *, primary_key: bool = True) -> str:
         deleted_at timestamptz, privacy text DEFAULT 'public', text_content text, media_url text, media_type text,
         thumbnail_url text, location_name text, tags text[]
     )"""
-
-
-def literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, datetime):
-        return f"'{value.isoformat()}'::timestamptz"
-    if isinstance(value, list):
-        return "ARRAY[" + ", ".join(literal(part) for part in value) + "]::text[]" if value else "ARRAY[]::text[]"
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def insert_checkins(url: str, relation: str, rows: list[dict[str, Any]]) -> None:
@@ -486,27 +477,24 @@ def prepare_app(url: str) -> dict[str, str]:
     return {"DATABASE_URL": url, "MONTAGE_SCHEMA": "jobs", "MONTAGE_SOURCE": "app.checkins"}
 
 
-def test_missing_source_fails_a_run_naming_it(database_url: str, run_cli: RunCli) -> None:
+@pytest.mark.parametrize(
+    ("source", "named", "advice"),
+    [("app.nothing", "app.nothing", "MONTAGE_SOURCE"), ("app.checkins_v1", "privacy", "view")],
+)
+def test_a_bad_source_fails_a_run_naming_it(
+    database_url: str, run_cli: RunCli, source: str, named: str, advice: str
+) -> None:
+    """A missing source names it and MONTAGE_SOURCE; a source without `privacy` names the column."""
     env = prepare_app(database_url)
     assert run_cli("migrate", env=env).exit_code == 0
 
-    result = run_cli("once", env={**env, "MONTAGE_SOURCE": "app.nothing"})
+    result = run_cli("once", env={**env, "MONTAGE_SOURCE": source})
 
     assert result.exit_code == EXIT_SCHEMA, result.everything()
-    assert "app.nothing" in result.stderr
-    assert "MONTAGE_SOURCE" in result.stderr
+    assert source in result.stderr
+    assert named in result.stderr
+    assert advice in result.stderr
     assert result.log("Batch job failed")["error_type"] == "SchemaStoreError"
-
-
-def test_source_without_privacy_fails_a_run_naming_the_column(database_url: str, run_cli: RunCli) -> None:
-    env = prepare_app(database_url)
-    assert run_cli("migrate", env=env).exit_code == 0
-
-    result = run_cli("once", env={**env, "MONTAGE_SOURCE": "app.checkins_v1"})
-
-    assert result.exit_code == EXIT_SCHEMA, result.everything()
-    assert "app.checkins_v1" in result.stderr
-    assert "privacy" in result.stderr
 
 
 @pytest.mark.parametrize(("source", "named"), [("app.nothing", "app.nothing"), ("app.checkins_v1", "privacy")])

@@ -6,6 +6,8 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as pg
 import duckdb
@@ -71,3 +73,14 @@ def execute(url: str, *statements: str) -> None:
 
 def count(url: str, table: str) -> int:
     return int(query(url, f'SELECT count(*) AS n FROM "{table}"')["n"][0])
+
+
+def sql_literal(value: Any) -> str:
+    """A value as SQL text that PostgreSQL and DuckDB both read (tests' own constants only)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return f"'{value.isoformat()}'::TIMESTAMPTZ"
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(sql_literal(item) for item in value) + "]::TEXT[]" if value else "ARRAY[]::TEXT[]"
+    return "'" + str(value).replace("'", "''") + "'"
