@@ -27,7 +27,11 @@ class InputDataError(MontageVecError):
 
 
 class StoreError(MontageVecError):
-    """A database operation failed."""
+    """A database operation failed; `sqlstate` is the database's error code, when it gave one."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class TransientStoreError(StoreError):
@@ -80,6 +84,14 @@ class RunInterrupted(MontageVecError):
 
 class RunFailed(MontageVecError):
     """The run could not complete; the watermark did not move."""
+
+
+class ChunkFailedWhole(RunFailed):
+    """Every user of a chunk that was split on data errors failed: a bug or a systematic fault."""
+
+
+class TooManyFailedUsers(RunFailed):
+    """More users failed than MONTAGE_MAX_FAILED_FRACTION allows: the run stops, unfinished."""
 
 
 class ServiceError(MontageVecError):

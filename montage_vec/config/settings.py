@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     cache_ttl: Duration = timedelta(hours=1)
     user_id_filter: CsvList = Field(default_factory=list)
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
+    # The breaker: a run in which more of its users fail than this fails itself (README, Reliability).
+    montage_max_failed_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     montage_shard: str = "0/1"
 
     @field_validator("user_id_filter")
@@ -191,7 +193,7 @@ class Settings(BaseSettings):
             max_items=self.montage_max_items,
             min_interest_occurrence=self.montage_min_interest_occurrence,
             interest_lookback_days=self.montage_interest_lookback_days,
-            privacy_included=frozenset(p.lower() for p in self.montage_privacy_included),
+            privacy_included=frozenset(p.strip().lower() for p in self.montage_privacy_included),
         )
 
     def shard(self) -> Shard:

@@ -3,8 +3,11 @@
 When a chunk fails on its data (a constraint or trigger rejects a row, a check-in breaks
 the engine's assumptions), the chunk is split in halves and each half is processed again,
 down to single users. A user that fails alone is reported with its error; every other user
-of the chunk is written. Transient errors (lost connection, serialization failure) are not
-handled here: they propagate so that the runner retries the whole chunk on a new session.
+of the chunk is written. Only classified data errors split a chunk: anything else (a bug,
+an unexpected driver error) fails the run, and so does a split chunk whose every user
+failed, since bad data does not strike every user at once, a bug does.
+Transient errors (lost connection, serialization failure) are not handled here: they
+propagate so that the runner retries the whole chunk on a new session.
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import polars as pl
-import pyarrow as pa
 from loguru import logger
 
 from montage_vec.config.secrets import redact
 from montage_vec.engine import MontageParams, compute_montages
-from montage_vec.errors import DataStoreError, InputDataError
+from montage_vec.engine.schema import REJECTED_SCHEMA
+from montage_vec.errors import ChunkFailedWhole, DataStoreError, InputDataError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
 from montage_vec.stores.records import ChunkWrite
 
-# Errors caused by the rows themselves: splitting the chunk isolates the users behind them.
-DATA_ERRORS = (DataStoreError, InputDataError, pl.exceptions.PolarsError, pa.ArrowException, ValueError)
+# Errors classified as caused by the rows themselves: splitting the chunk isolates the users
+# behind them. Generic ValueError, PolarsError or ArrowException are not among them: a bug
+# raises those for every user, and must fail the run rather than fill the retry list.
+DATA_ERRORS = (DataStoreError, InputDataError)
 
 
 @dataclass(frozen=True)
@@ -72,33 +77,67 @@ class ChunkResult:
 
 
 def process_chunk(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
-    """Process `user_ids`, splitting on data errors until the failing users stand alone."""
+    """Process `user_ids`, splitting on data errors until the failing users stand alone.
+
+    ChunkFailedWhole when the chunk had to be split and not one of its users succeeded.
+    """
     try:
         return _process_once(store, source, user_ids, context)
     except DATA_ERRORS as exc:
-        error = redact(f"{type(exc).__name__}: {exc}")
         if len(user_ids) == 1:
-            user_id = user_ids[0]
-            logger.warning("user failed and goes to the retry list", user_id=user_id, error=error)
-            return ChunkResult(users=1, failures=[(user_id, error)])
-        logger.info("chunk failed on its data; splitting it", users=len(user_ids), error=error)
-        half = len(user_ids) // 2
-        result = process_chunk(store, source, user_ids.slice(0, half), context)
-        result.add(process_chunk(store, source, user_ids.slice(half), context))
+            return _failed_user(user_ids[0], exc)
+        result = _split(store, source, user_ids, context, exc)
+        if result.successful == 0:
+            logger.opt(exception=exc).error(
+                "every user of a split chunk failed: a systematic error, not bad data", users=len(user_ids)
+            )
+            raise ChunkFailedWhole(
+                f"all {len(user_ids)} users of a chunk failed, which bad data alone does not explain; "
+                f"first error: {_describe(exc)}"
+            ) from None
         return result
+
+
+def _bisect(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+    try:
+        return _process_once(store, source, user_ids, context)
+    except DATA_ERRORS as exc:
+        if len(user_ids) == 1:
+            return _failed_user(user_ids[0], exc)
+        return _split(store, source, user_ids, context, exc)
+
+
+def _split(
+    store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext, error: Exception
+) -> ChunkResult:
+    logger.info("chunk failed on its data; splitting it", users=len(user_ids), error=_describe(error))
+    half = len(user_ids) // 2
+    result = _bisect(store, source, user_ids.slice(0, half), context)
+    result.add(_bisect(store, source, user_ids.slice(half), context))
+    return result
+
+
+def _failed_user(user_id: str, exc: Exception) -> ChunkResult:
+    error = _describe(exc)
+    logger.warning("user failed and goes to the retry list", user_id=user_id, error=error)
+    return ChunkResult(users=1, failures=[(user_id, error)])
+
+
+def _describe(exc: Exception) -> str:
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     result = ChunkResult(users=len(user_ids))
     started = time.perf_counter()
-    checkins = source.extract_checkins(user_ids)
+    checkins, unsupported = _without_unsupported_times(source.extract_checkins(user_ids))
     extracted = time.perf_counter()
     montage_set = compute_montages(checkins, context.as_of, context.params)
     computed = time.perf_counter()
     result.checkins = checkins.height
     result.seconds.update(extract=extracted - started, compute=computed - extracted)
 
-    rejected = montage_set.rejected.filter(pl.col("user_id").is_not_null())
+    rejected = pl.concat([unsupported, montage_set.rejected.filter(pl.col("user_id").is_not_null())])
     result.failures = list(zip(rejected["user_id"].to_list(), rejected["error"].to_list(), strict=True))
     for user_id, error in result.failures:
         logger.warning("user's check-ins cannot be processed; it goes to the retry list", user_id=user_id, error=error)
@@ -125,3 +164,21 @@ def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, c
     result.montages_removed = outcome.montages_removed
     result.changed_users = outcome.changed_users
     return result
+
+
+def _without_unsupported_times(checkins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(check-ins of users without one, those users with the reason), per the store's "unsupported_time"."""
+    if "unsupported_time" not in checkins.columns:
+        return checkins, pl.DataFrame(schema=REJECTED_SCHEMA)
+    flagged = checkins.filter(pl.col("unsupported_time").is_not_null())
+    if flagged.is_empty():
+        return checkins.drop("unsupported_time"), pl.DataFrame(schema=REJECTED_SCHEMA)
+    rejected = flagged.group_by("user_id", maintain_order=True).agg(
+        error=pl.format(
+            "check-in {} has {}, outside the supported years 1-9999",
+            pl.col("id").first(),
+            pl.col("unsupported_time").first(),
+        )
+    )
+    usable = checkins.join(rejected.select("user_id"), on="user_id", how="anti").drop("unsupported_time")
+    return usable, rejected.select([pl.col(name).cast(dtype) for name, dtype in REJECTED_SCHEMA.items()])

@@ -21,7 +21,14 @@ from loguru import logger
 
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
-from montage_vec.errors import MontageVecError, RunFailed, RunInterrupted, RunLockedError, SchemaNotMigratedError
+from montage_vec.errors import (
+    MontageVecError,
+    RunFailed,
+    RunInterrupted,
+    RunLockedError,
+    SchemaNotMigratedError,
+    TooManyFailedUsers,
+)
 from montage_vec.job.chunks import ChunkContext, ChunkResult
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
@@ -41,6 +48,8 @@ from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.summary import RunSummary, run_record
 from montage_vec.stores import SqlSession, Store
 from montage_vec.stores.interfaces import CheckinSource
+
+MIN_FAILED_USERS_TO_TRIP = 10
 
 
 def run_job(
@@ -198,6 +207,9 @@ class _Run:
                 self.summary.add_chunk(result)
                 self._log_chunk(number, total_chunks, result)
                 self.observers.chunk_finished(self.summary, result)
+                if first_error is None and (tripped := self._breaker(len(users))) is not None:
+                    first_error = tripped
+                    self.control.request_stop("failed")
         if first_error is not None:
             raise first_error
         if self.summary.chunks < total_chunks:
@@ -236,6 +248,24 @@ class _Run:
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for finished in done:
                 yield in_flight.pop(finished), finished
+
+    def _breaker(self, candidates: int) -> TooManyFailedUsers | None:
+        """An error once more users failed than MONTAGE_MAX_FAILED_FRACTION of the run's allows.
+
+        Below MIN_FAILED_USERS_TO_TRIP failures the fraction is not applied: one bad user is
+        more than 1 % of a quiet night's 50 changed users, and failing that run would hold the
+        watermark back for everyone, night after night, until the candidates outnumber it.
+        """
+        failed = len(self.summary.totals.failures)
+        allowed = self.settings.montage_max_failed_fraction * candidates
+        if failed < MIN_FAILED_USERS_TO_TRIP or failed <= allowed:
+            return None
+        first_user, first_error = self.summary.totals.failures[0]
+        self.log.error("too many users failed; stopping the run", failed=failed, candidates=candidates)
+        return TooManyFailedUsers(
+            f"{failed} of {candidates} users failed, more than MONTAGE_MAX_FAILED_FRACTION="
+            f"{self.settings.montage_max_failed_fraction} allows; first: user {first_user}: {first_error}"
+        )
 
     def _stopped(self, candidates: int) -> RunInterrupted:
         """Some chunks never ran because a stop was requested."""

@@ -176,10 +176,26 @@ DROP_CHUNK_TABLES = (
 
 # Planner help on PostgreSQL: temporary tables are never auto-analyzed, and sorts/hashes of
 # a few hundred thousand rows should stay in memory.
+# Writers of one user serialize (a batch chunk, a realtime regenerate, a --user-id run of
+# another shard): each locks the user's montage rows, in key order so that two chunks cannot
+# deadlock, before it reads or touches anything of theirs. Readers are never blocked, and
+# row locks, unlike advisory locks, do not fill the server's shared lock table. A user's
+# very first montages have no row to lock yet: two writers of those collide on a key, and
+# the loser retries (see SqlSession.write_chunk), finding the winner's rows to lock.
+LOCK_CHUNK_USERS = """
+SELECT count(*) FROM (
+    SELECT 1 FROM {montages} m
+    WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
+    ORDER BY m."id"
+    FOR NO KEY UPDATE
+) AS "locked"
+"""
+
 PREPARE_STAGED_CHUNK = (
     "SET LOCAL work_mem = '64MB'",
     # The capture triggers on the job's own tables record deletes by anyone but the job.
     "SET LOCAL montage_vec.job_write = 'on'",
+    LOCK_CHUNK_USERS,
     'ANALYZE "stage_users"',
     'ANALYZE "stage_montages"',
     'ANALYZE "stage_items"',

@@ -37,6 +37,9 @@ class Fault:
     kind: FaultKind
     message: str
     code: str | None = None
+    # The driver gave no code: the kind is a guess (a dead connection, or a value the driver
+    # could not encode), which the session settles by checking the connection.
+    unclassified: bool = False
 
 
 _ERRORS: dict[FaultKind, tuple[type[StoreError], str]] = {
@@ -58,4 +61,4 @@ def store_error(fault: Fault) -> StoreError:
     """The StoreError for a fault, its message masked of secrets."""
     error_class, prefix = _ERRORS[fault.kind]
     code = f" ({fault.code})" if fault.code else ""
-    return error_class(f"{prefix}{code}: {redact(fault.message)}")
+    return error_class(f"{prefix}{code}: {redact(fault.message)}", fault.code)

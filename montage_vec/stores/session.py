@@ -17,13 +17,16 @@ from typing import Any
 import polars as pl
 
 from montage_vec.engine.schema import CHECKIN_SCHEMA
-from montage_vec.errors import MontageVecError
+from montage_vec.errors import DataStoreError, MontageVecError
 from montage_vec.stores import change_sql, chunk_sql, setup, source, statements
 from montage_vec.stores.backends.base import Backend, Connection, Dialect
-from montage_vec.stores.faults import store_error
+from montage_vec.stores.faults import Fault, FaultKind, store_error
 from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
 from montage_vec.stores.render import Snapshot, SqlValue, Timestamp, UuidArray, render
 from montage_vec.stores.tables import Tables
+
+UNIQUE_VIOLATION = "23505"
+CONCURRENT_WRITE_ATTEMPTS = 3
 
 
 def run_lock(shard: str) -> str:
@@ -198,6 +201,21 @@ class SqlSession:
         return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
+        """Write a chunk in one transaction, again when a concurrent writer of its users won a key.
+
+        A unique violation on the job's keys happens when another writer created a user's
+        first montages meanwhile (see chunk_sql.LOCK_CHUNK_USERS): the retry finds and locks
+        them. One that survives the retries is no race but the data (a foreign row on a key).
+        """
+        for attempt in range(1, CONCURRENT_WRITE_ATTEMPTS + 1):
+            try:
+                return self._write_chunk_once(chunk)
+            except DataStoreError as exc:
+                if exc.sqlstate != UNIQUE_VIOLATION or attempt == CONCURRENT_WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _write_chunk_once(self, chunk: ChunkWrite) -> WriteOutcome:
         with self.unit(write=True):
             self._connection.stage("stage_users", chunk.staged_users())
             self._connection.stage("stage_montages", chunk.staged_montages())
@@ -252,7 +270,19 @@ class SqlSession:
             fault = self._connection.fault(exc)
             if fault is None:
                 raise
+            if write and fault.unclassified and self._alive():
+                # No SQLSTATE, yet the connection works: the rows broke the write (e.g. a value
+                # the driver cannot encode for COPY). Retrying cannot help; splitting the chunk can.
+                fault = Fault(FaultKind.DATA, f"write failed on a live connection: {fault.message}")
             raise store_error(fault) from None
+
+    def _alive(self) -> bool:
+        try:
+            with self._connection.transaction(write=False):
+                self._connection.execute(statements.PING)
+        except Exception:
+            return False
+        return True
 
     def sql(self, template: str, **values: SqlValue) -> str:
         return render(template, self._dialect.name, {**self._values, **values})

@@ -64,12 +64,25 @@ ON CONFLICT ("shard") DO UPDATE SET
 # The engine's check-in columns for a chunk of users, who come as a uuid array literal
 # (PostgreSQL: keeps the driver's streaming COPY, and works on a read replica) or as the
 # staged relation "stage_users" (DuckDB: a join with a registered frame is the fastest).
-_EXTRACT_CHECKINS = """
-SELECT c."id"::VARCHAR AS "id", c."user_id"::VARCHAR AS "user_id", c."created_at", c."deleted_at",
+#
+# Times outside years 1-9999 (`infinity` above all) come out as NULL, with the value named in
+# "unsupported_time": the driver would turn `infinity` into a wrapped integer, and neither
+# Python nor the Go user service's JSON can represent years past 9999. The job rejects the
+# check-in's user with that text (see job.chunks).
+_SUPPORTED = """{column} >= TIMESTAMPTZ '0001-01-01 00:00:00+00' AND {column} < TIMESTAMPTZ '10000-01-01 00:00:00+00'"""
+_CREATED_OK = _SUPPORTED.format(column='c."created_at"')
+_DELETED_OK = _SUPPORTED.format(column='c."deleted_at"')
+_EXTRACT_CHECKINS = f"""
+SELECT c."id"::VARCHAR AS "id", c."user_id"::VARCHAR AS "user_id",
+       CASE WHEN {_CREATED_OK} THEN c."created_at" END AS "created_at",
+       CASE WHEN {_DELETED_OK} THEN c."deleted_at" END AS "deleted_at",
        c."privacy", c."text_content", c."media_url", c."media_type", c."thumbnail_url",
-       c."location_name", c."tags"
-FROM {checkins} c
-"""
+       c."location_name", c."tags",
+       CASE WHEN NOT ({_CREATED_OK}) THEN 'created_at ' || c."created_at"::VARCHAR
+            WHEN NOT ({_DELETED_OK}) THEN 'deleted_at ' || c."deleted_at"::VARCHAR
+       END AS "unsupported_time"
+FROM {{checkins}} c
+"""  # noqa: S608 - built once from constants
 EXTRACT_CHECKINS_OF_ARRAY = _EXTRACT_CHECKINS + 'WHERE c."user_id" = ANY({user_ids})'
 EXTRACT_CHECKINS_OF_STAGED_USERS = (
     _EXTRACT_CHECKINS + 'WHERE c."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'  # noqa: S608 - constants

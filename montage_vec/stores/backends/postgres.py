@@ -92,7 +92,7 @@ def fault(exc: BaseException) -> Fault | None:
     state = getattr(exc, "sqlstate", None)
     if state is None:
         # No SQLSTATE: the connection dropped, or an error surfaced mid-stream.
-        return Fault(FaultKind.TRANSIENT, f"connection problem: {message}")
+        return Fault(FaultKind.TRANSIENT, f"connection problem: {message}", unclassified=True)
     if state in TRANSIENT_STATES or state.startswith(TRANSIENT_CLASSES):
         kind = FaultKind.TRANSIENT
     elif state.startswith(DATA_CLASSES):
