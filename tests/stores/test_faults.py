@@ -5,7 +5,9 @@ transient (a terminated PostgreSQL connection, a DuckDB write-write conflict), p
 (a role without privileges, a read-only PostgreSQL database, a read-only DuckDB file),
 schema (a table or a column missing) and other (a syntax error). Each asserts the exact
 StoreError subclass, that the message carries the database's own words, and where it
-matters that the failed unit of work left nothing behind.
+matters that the failed unit of work left nothing behind. One exception to "no mocks": a
+write error without a SQLSTATE (the driver's failed COPY) is injected, since the job's own
+extraction no longer lets a value provoke it; the connection it is judged on is real.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as pg
 import duckdb
 import polars as pl
@@ -414,3 +417,48 @@ def test_syntax_error_is_a_plain_store_error(database_url: str) -> None:
         assert isinstance(exc, duckdb.ParserException)
     else:
         assert "(42601)" in str(error)
+
+
+# -- a write error without a SQLSTATE -------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_write_error_without_sqlstate_is_data_on_a_live_connection_and_transient_on_a_dead_one(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver reports a value it cannot encode for COPY (e.g. an `infinity` it read as a
+    wrapped integer) as "Error occurred writing COPY data", with no SQLSTATE, like a dropped
+    connection. On a connection that still answers, it is the rows' fault: DataStoreError,
+    which splits the chunk. Only on a dead connection is it transient.
+
+    Regression: it was TransientStoreError on a live connection too, so the chunk was retried
+    on the same rows until the run failed."""
+    migrated(postgres_url)
+    copy_failed = adbc_driver_manager.OperationalError(
+        "Error occurred writing COPY data", status_code=adbc_driver_manager.AdbcStatusCode.IO
+    )
+    assert copy_failed.sqlstate is None
+
+    def failing_stage(name: str, frame: pl.DataFrame) -> None:
+        raise copy_failed
+
+    with store_for(postgres_url) as store:
+        connection = store._backend.connect()
+        with connection.transaction(write=False):
+            [(pid,)] = connection.execute("SELECT pg_backend_pid()")
+        with SqlSession(connection) as session:
+            monkeypatch.setattr(connection, "stage", failing_stage)
+            with pytest.raises(StoreError) as on_live:
+                session.load_checkins(checkins(U1, 1, ["coffee"]))
+            session.ping()  # it was alive, and still is
+
+            assert raw(postgres_url, f"SELECT pg_terminate_backend({int(pid)}, 30000)") == [(True,)]
+            with pytest.raises(StoreError) as on_dead:
+                session.load_checkins(checkins(U1, 1, ["coffee"]))
+
+    assert type(on_live.value) is DataStoreError, f"{type(on_live.value).__name__}: {on_live.value}"
+    assert on_live.value.transient is False
+    assert "Error occurred writing COPY data" in str(on_live.value)
+    assert type(on_dead.value) is TransientStoreError, f"{type(on_dead.value).__name__}: {on_dead.value}"
+    assert "Error occurred writing COPY data" in str(on_dead.value)
+    assert count(postgres_url, "checkins") == 0
