@@ -48,13 +48,18 @@ class DataStoreError(StoreError):
 
 
 class PermissionStoreError(StoreError):
-    """The database refused access (privileges, authentication, a read-only database)."""
+    """The database refused access (privileges, authentication, a read-only database).
+
+    A refused privilege (SQLSTATE 42501) names the privilege and the object, e.g. TEMPORARY on
+    the database or SELECT on a table; a job's table that exists but that the role may not read
+    is this error, not a SchemaStoreError. sql/postgresql/roles.sql grants what the job needs.
+    """
 
     exit_code = 77  # EX_NOPERM
 
 
 class SchemaStoreError(StoreError):
-    """The tables are not what the job expects (missing, or a column missing)."""
+    """The tables are not what the job expects (missing, or a column missing); exit 3."""
 
     exit_code = 3
 

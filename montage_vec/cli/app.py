@@ -190,7 +190,7 @@ def show(ctx: click.Context, user_id: str) -> None:
     user_id = settings.user_id_filter[0]
     with open_store(settings.database()) as store, store.session() as session:
         session.ensure_migrated()
-        montages, items = session.user_montages(user_id)
+        montages, items = session.user_montages(user_id, timestamps_as_text=True)
     click.echo(render_user_montages(user_id, montages, items))
 
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 CURRENT_SCHEMA = "SELECT current_schema()"
 
-SCHEMA_EXISTS = "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1"
+# PostgreSQL's information_schema shows only what the role may use; its catalogs show
+# everything, so that "missing" and "not granted" can be told apart.
+SCHEMA_EXISTS = {
+    "postgresql": 'SELECT count(*) FROM pg_namespace WHERE "nspname" = $1',
+    "duckdb": "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+}
 
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {schema}"
 
@@ -44,11 +49,23 @@ RELATION_COLUMNS = """
 SELECT "column_name" FROM information_schema.columns WHERE "table_schema" = $1 AND "table_name" = $2
 """
 
-# Every column of every table in the job's schema ($1 NULL: the current schema).
-SCHEMA_COLUMNS = """
-SELECT "table_name", "column_name" FROM information_schema.columns
+# Every column of every table in the job's schema ($1 NULL: the current schema), whether the
+# role may use that schema, and whether it may read the table: (table, column, usable, readable).
+# PostgreSQL: from the catalogs, which list tables the role has no privilege on (its
+# information_schema hides them, so a table not granted would look missing).
+SCHEMA_COLUMNS = {
+    "postgresql": """
+SELECT c."relname", a."attname", has_schema_privilege(n."oid", 'USAGE'), has_table_privilege(c."oid", 'SELECT')
+FROM pg_class c
+JOIN pg_namespace n ON n."oid" = c."relnamespace"
+JOIN pg_attribute a ON a."attrelid" = c."oid" AND a."attnum" > 0 AND NOT a."attisdropped"
+WHERE n."nspname" = coalesce($1, current_schema()) AND c."relkind" IN ('r', 'p', 'v', 'm', 'f')
+""",
+    "duckdb": """
+SELECT "table_name", "column_name", TRUE, TRUE FROM information_schema.columns
 WHERE "table_schema" = coalesce($1, current_schema())
-"""
+""",
+}
 
 # PostgreSQL: the leading column of each valid index on a relation ($1 its quoted name).
 INDEX_LEADING_COLUMNS = """

@@ -28,6 +28,21 @@ from montage_vec.stores.tables import Tables
 UNIQUE_VIOLATION = "23505"
 CONCURRENT_WRITE_ATTEMPTS = 3
 
+# `show` reads timestamps as the database's text: 'infinity' and years past 9999 are valid
+# timestamps that no Python datetime (and, for infinity, no polars datetime) can hold.
+SHOWN_MONTAGES = f"""
+SELECT "id", "kind", "interest", "item_count", "generated_at"::VARCHAR AS "generated_at",
+       "cache_expires_at"::VARCHAR AS "cache_expires_at", "valid_until"::VARCHAR AS "valid_until", "job_id"
+FROM ({statements.USER_MONTAGES}) AS "shown"
+ORDER BY "kind", "interest"
+"""  # noqa: S608 - built once from constants
+SHOWN_ITEMS = f"""
+SELECT "kind", "interest", "position", "checkin_id", "checkin_created_at"::VARCHAR AS "checkin_created_at",
+       "widget_type", "widget_metadata"
+FROM ({statements.USER_ITEMS}) AS "shown"
+ORDER BY "kind", "interest", "position"
+"""  # noqa: S608 - built once from constants
+
 
 def run_lock(shard: str) -> str:
     return f"run/{shard}"
@@ -246,11 +261,16 @@ class SqlSession:
             self.run(statements.UPSERT_CHECKINS)
         return staged.height
 
-    def user_montages(self, user_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def user_montages(self, user_id: str, *, timestamps_as_text: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(montages, items) stored for one user; `timestamps_as_text` (for `show`): every timestamp
+        as the database writes it, which holds 'infinity' and years past 9999."""
         user = UuidArray.of([user_id])
+        montages_sql, items_sql = (
+            (SHOWN_MONTAGES, SHOWN_ITEMS) if timestamps_as_text else (statements.USER_MONTAGES, statements.USER_ITEMS)
+        )
         with self.unit():
-            montages = self._connection.fetch_frame(self.sql(statements.USER_MONTAGES, user_ids=user))
-            items = self._connection.fetch_frame(self.sql(statements.USER_ITEMS, user_ids=user))
+            montages = self._connection.fetch_frame(self.sql(montages_sql, user_ids=user))
+            items = self._connection.fetch_frame(self.sql(items_sql, user_ids=user))
         return montages, items
 
     def user_with_most_interests(self) -> str | None:

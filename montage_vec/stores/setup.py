@@ -6,17 +6,24 @@
 - `install_capture_triggers` and `create_source_indexes`: the only operations that touch an
   application's relation, each only on request (`migrate --capture-triggers`,
   `migrate --source-indexes`).
-- `check_schema`: the job's tables are migrated and shaped as the job expects, and the
-  source has the contract's columns. Every run and `health` call it.
+- `check_schema`: the job's tables are migrated, shaped as the job expects and readable by
+  the role, and the source has the contract's columns. Every run, `health` and `show` call it.
+
+A table that is missing (exit 3: run `migrate`) and one the role may not read (exit 77,
+naming the table and the privilege) are told apart: the catalogs list both, where
+PostgreSQL's information_schema would hide the second. `migrate` with nothing to do takes
+no lock and runs no DDL, so the job's own least-privileged role may run it
+(sql/postgresql/roles.sql).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from montage_vec.config.relation import DEFAULT_SOURCE, RelationName
-from montage_vec.errors import SchemaStoreError
+from montage_vec.errors import PermissionStoreError, SchemaStoreError
 from montage_vec.stores import catalog_sql, migrations
 from montage_vec.stores.render import Identifier, SqlValue
 from montage_vec.stores.source import (
@@ -37,6 +44,7 @@ MIGRATION_LOCK = "migrate"
 # How `migrate` reports creating the job's own check-ins table (sql/<backend>/source/own_checkins.sql).
 OWN_SOURCE_STEP = "source/own_checkins"
 CAPTURE_FUNCTION = "montage_capture_changes"
+GRANTS = "sql/postgresql/roles.sql grants what the job needs"
 
 
 def migrate(session: SqlSession) -> list[str]:
@@ -45,19 +53,22 @@ def migrate(session: SqlSession) -> list[str]:
     check that the source is usable.
 
     Returns the names of what it applied: migrations, then OWN_SOURCE_STEP if it created the table.
+    With nothing to do it only reads: no lock, no DDL, no privilege beyond the job's own.
     """
     backend = session.dialect.name
     available = migrations.package_migrations(backend)
     _create_schema(session)
-    if not _migrations_table_exists(session):
-        check_job_tables(session, only_existing=True)  # an application's tables of our names
+    tables = _job_tables(session)
     applied_now: list[str] = []
-    try:
-        while (migration := _apply_next(session, available)) is not None:
-            applied_now.append(migration)
-    finally:
-        if reset := catalog_sql.RESET_SCHEMA.get(backend):
-            session.connection.execute(reset)
+    if _pending(session, tables, available):
+        if not tables.recorded:
+            _require_shaped(session, tables)  # an application's tables of our names
+        try:
+            while (migration := _apply_next(session, available)) is not None:
+                applied_now.append(migration)
+        finally:
+            if reset := catalog_sql.RESET_SCHEMA.get(backend):
+                session.connection.execute(reset)
     check_job_tables(session)
     if _create_own_source(session):
         applied_now.append(OWN_SOURCE_STEP)
@@ -66,16 +77,21 @@ def migrate(session: SqlSession) -> list[str]:
 
 
 def check_schema(session: SqlSession) -> SourceRelation:
-    """SchemaStoreError naming what is wrong, unless the job's tables and the source are usable."""
+    """SchemaStoreError naming what is wrong, unless the job's tables and the source are usable;
+    PermissionStoreError naming the table and the privilege when the role may not read one."""
     available = migrations.package_migrations(session.dialect.name)
+    tables = _job_tables(session)
     applied = None
-    if _migrations_table_exists(session):
+    if tables.recorded:
+        _require_readable(session, tables)  # before reading the migrations table
         with session.unit():
             applied = applied_migrations(session)
     else:
-        check_job_tables(session, only_existing=True)  # `migrate` would refuse these: say why now
+        _require_shaped(session, tables)  # `migrate` would refuse these: say why now
+        _require_readable(session, tables)
     migrations.require_migrated(available, applied, session.dialect.name)
-    check_job_tables(session)
+    _require_shaped(session, tables)
+    _require_present(session, tables)
     return check_source(session)
 
 
@@ -96,28 +112,100 @@ def check_source(session: SqlSession) -> SourceRelation:
 
 
 def check_job_tables(session: SqlSession, *, only_existing: bool = False) -> None:
-    """SchemaStoreError when a table of the job's name lacks columns the job needs."""
+    """SchemaStoreError when a table of the job's name lacks columns the job needs (or, unless
+    `only_existing`, is missing); PermissionStoreError when the role may not read one."""
+    tables = _job_tables(session)
+    _require_shaped(session, tables)
+    _require_readable(session, tables)
+    if not only_existing:
+        _require_present(session, tables)
+
+
+@dataclass(frozen=True)
+class JobTables:
+    """The tables of the job's names in its schema, as the catalog lists them."""
+
+    columns: dict[str, set[str]]  # table -> its columns
+    unreadable: list[str]  # tables the role may not SELECT from
+    schema_usable: bool  # whether the role has USAGE on the schema
+    schema: str | None  # the schema's name; None: the current schema, which the role may not use
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the migrations table exists (readable or not)."""
+        return migrations.MIGRATIONS_TABLE in self.columns
+
+
+def _job_tables(session: SqlSession) -> JobTables:
     expected = EXPECTED_COLUMNS[session.dialect.name]
     with session.unit():
-        rows = session.run(catalog_sql.SCHEMA_COLUMNS, [session.tables.schema])
-    found: dict[str, set[str]] = {}
-    for table, column in rows:
-        found.setdefault(table, set()).add(column)
+        rows = session.run(catalog_sql.SCHEMA_COLUMNS[session.dialect.name], [session.tables.schema])
+        schema = session.tables.schema
+        if schema is None:
+            [(schema,)] = session.run(catalog_sql.CURRENT_SCHEMA)
+    columns: dict[str, set[str]] = {}
+    unreadable: set[str] = set()
+    usable = True
+    for table, column, schema_usable, readable in rows:
+        if table in expected:
+            columns.setdefault(table, set()).add(column)
+            usable = usable and bool(schema_usable)
+            if not readable:
+                unreadable.add(table)
+    return JobTables(columns, sorted(unreadable), usable and schema is not None, schema)
+
+
+def _where(session: SqlSession) -> str:
+    return f"schema {session.tables.schema}" if session.tables.schema else "the current schema"
+
+
+def _require_shaped(session: SqlSession, tables: JobTables) -> None:
+    found = tables.columns
     misshapen = [
         describe_missing(table, [column for column in columns if column not in found[table]])
-        for table, columns in expected.items()
+        for table, columns in EXPECTED_COLUMNS[session.dialect.name].items()
         if table in found and not set(columns) <= found[table]
     ]
-    absent = [table for table in expected if table not in found]
-    where = f"schema {session.tables.schema}" if session.tables.schema else "the current schema"
     if misshapen:
         raise SchemaStoreError(
-            f"{'; '.join(misshapen)} in {where}: a table of the job's name that the job cannot use "
+            f"{'; '.join(misshapen)} in {_where(session)}: a table of the job's name that the job cannot use "
             "(another application's, or altered by hand); set MONTAGE_SCHEMA to keep the job's tables "
             "in a schema of their own"
         )
-    if absent and not only_existing:
+
+
+def _require_readable(session: SqlSession, tables: JobTables) -> None:
+    """PermissionStoreError naming the privilege, when the role may not read a job's table that exists."""
+    if tables.schema is None:
+        raise PermissionStoreError(
+            "no schema of the role's search_path exists or is usable by the role: it needs USAGE on the "
+            f"job's schema (MONTAGE_SCHEMA; by default the current schema, usually public); {GRANTS}"
+        )
+    if tables.columns and not tables.schema_usable:
+        raise PermissionStoreError(f"the role lacks USAGE on schema {tables.schema}, the job's schema; {GRANTS}")
+    if tables.unreadable:
+        raise PermissionStoreError(
+            f"the role lacks SELECT on table(s) {', '.join(tables.unreadable)} in schema {tables.schema}: "
+            f"the job reads and writes its own tables (SELECT, INSERT, UPDATE and DELETE; SELECT on "
+            f"{migrations.MIGRATIONS_TABLE}); {GRANTS}"
+        )
+
+
+def _require_present(session: SqlSession, tables: JobTables) -> None:
+    if absent := [table for table in EXPECTED_COLUMNS[session.dialect.name] if table not in tables.columns]:
+        where = _where(session)
         raise SchemaStoreError(f"table(s) {', '.join(absent)} missing in {where} although migrations are recorded")
+
+
+def _pending(session: SqlSession, tables: JobTables, available: list[migrations.Migration]) -> bool:
+    """Whether `migrate` has migrations to apply (read without a lock: a concurrent `migrate`
+    only ever applies more, and `_apply_next` checks again under the lock)."""
+    if not tables.recorded:
+        return True
+    _require_readable(session, tables)
+    with session.unit():
+        applied = applied_migrations(session)
+    return bool(migrations.pending_migrations(available, applied, session.dialect.name))
 
 
 def install_capture_triggers(session: SqlSession) -> str:
@@ -206,7 +294,7 @@ def _create_schema(session: SqlSession) -> None:
     if schema is None:
         return
     with session.unit(write=True):
-        [(exists,)] = session.run(catalog_sql.SCHEMA_EXISTS, [schema])
+        [(exists,)] = session.run(catalog_sql.SCHEMA_EXISTS[session.dialect.name], [schema])
         if not exists:  # CREATE SCHEMA IF NOT EXISTS would still need CREATE on the database
             session.run(catalog_sql.CREATE_SCHEMA, schema=Identifier(schema))
 
@@ -217,17 +305,9 @@ def _use_job_schema(session: SqlSession) -> None:
         session.connection.execute(catalog_sql.USE_SCHEMA[session.dialect.name], [quoted])
 
 
-def _migrations_table_exists(session: SqlSession) -> bool:
-    with session.unit():
-        [(count,)] = session.run(
-            migrations.MIGRATIONS_TABLE_EXISTS, [session.tables.schema, migrations.MIGRATIONS_TABLE]
-        )
-    return bool(count)
-
-
 def _create_own_source(session: SqlSession) -> bool:
-    if session.tables.source != RelationName(DEFAULT_SOURCE):
-        return False
+    if session.tables.source != RelationName(DEFAULT_SOURCE) or resolve_source(session) is not None:
+        return False  # no lock taken, no DDL run, when there is nothing to create
     with session.unit(write=True):
         session.connection.lock_transaction(MIGRATION_LOCK)
         if resolve_source_in_unit(session) is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.cli import RunCli
 from tests.support.data import AS_OF, checkin, days, load_checkins, montage_ids, new_id
-from tests.support.database import query
+from tests.support.database import execute, query
 from tests.support.processes import job_env, run_job
 
 SECRET = "secretpw"
@@ -71,6 +71,29 @@ def test_show_prints_the_users_montages(database_url: str, run_cli) -> None:
     nobody = run_cli("show", "--user-id", stranger, env=env)
     assert nobody.exit_code == 0
     assert f"user {stranger} has no montages" in nobody.stdout
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [("infinity", "valid until infinity"), ("10000-01-01 00:00:00+00", "valid until 10000-01-01 00:00")],
+    ids=["infinity", "year 10000"],
+)
+def test_show_prints_a_valid_until_that_no_python_datetime_holds(
+    database_url: str, run_cli, stored: str, shown: str
+) -> None:
+    """Regression: `show` crashed (OverflowError) turning such a stored timestamp into a Python
+    datetime; it prints the database's own text instead."""
+    user = new_id()
+    load_checkins(database_url, [checkin(user, AS_OF - days(i + 1), tags=["coffee"]) for i in range(3)])
+    env = {"DATABASE_URL": database_url}
+    assert run_cli("once", "--as-of", AS_OF.isoformat(), env=env).exit_code == 0
+    execute(database_url, f"UPDATE montages SET valid_until = TIMESTAMPTZ '{stored}' WHERE kind = 'interest'")
+
+    result = run_cli("show", "--user-id", user, env=env)
+
+    assert result.exit_code == 0, result.everything()
+    assert f"interest 'coffee': 3 item(s), {shown}  [id " in result.stdout, result.stdout
+    assert "general: 3 item(s)  [id " in result.stdout, result.stdout
 
 
 def test_show_rejects_a_user_id_that_is_not_a_uuid(database_url: str, run_cli) -> None:

@@ -51,6 +51,13 @@ PERMISSION_CLASSES = ("28",)
 PERMISSION_STATES = frozenset({"42501", "25006"})
 # Undefined table, column, object, function, schema.
 SCHEMA_STATES = frozenset({"42P01", "42703", "42704", "42883", "3F000"})
+# The server's words for a refused privilege, when the driver passes no SQLSTATE with them.
+INSUFFICIENT_PRIVILEGE = "42501"
+REFUSALS = re.compile(r"permission denied (for|to) |must be owner of ")
+# How the driver's text quotes our statement, ending it, and the server's report in it.
+ECHOED_STATEMENT = re.compile(r"Failed to execute query '.*': ", re.DOTALL)
+QUERY_WAS = "\nQuery was:"
+SERVER_REPORT = re.compile(r"\b(?:ERROR|FATAL|PANIC):\s+(?P<primary>[^\n]+)")
 
 LOCK_NAMESPACE = b"montage-vec/"
 TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock($1)"
@@ -90,6 +97,10 @@ def fault(exc: BaseException) -> Fault | None:
         return None
     message = _server_message(exc)
     state = getattr(exc, "sqlstate", None)
+    if state is None and REFUSALS.match(message):
+        # The driver's own statements (the CREATE TEMPORARY TABLE before a COPY) lose the
+        # SQLSTATE but keep the server's words: a refused privilege, not a lost connection.
+        state = INSUFFICIENT_PRIVILEGE
     if state is None:
         # No SQLSTATE: the connection dropped, or an error surfaced mid-stream.
         return Fault(FaultKind.TRANSIENT, f"connection problem: {message}", unclassified=True)
@@ -107,12 +118,21 @@ def fault(exc: BaseException) -> Fault | None:
 
 
 def _server_message(exc: BaseException) -> str:
-    """PG_DIAG_MESSAGE_PRIMARY, else the driver's first line (which starts with our statement)."""
+    """PG_DIAG_MESSAGE_PRIMARY; else the server's words in the driver's text, never our statement.
+
+    Without the diagnostic fields (a connection the server terminated, the driver's own
+    statements) the text is "[libpq] Failed to execute query '<statement>': FATAL:  <cause>",
+    and our statements start with a newline: its first line would be the statement's quote.
+    """
     details = dict(getattr(exc, "details", None) or [])
     primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
     if primary:
         return bytes(primary).decode("utf-8", errors="replace")
-    return first_line(exc)
+    text = ECHOED_STATEMENT.sub("Failed to execute query: ", str(exc).split(QUERY_WAS, 1)[0])
+    if report := SERVER_REPORT.search(text):
+        return report["primary"].strip()
+    lines = text.strip().splitlines()
+    return lines[0] if lines else first_line(exc)
 
 
 # A refused login carries no SQLSTATE through the driver, only the server's FATAL text.
