@@ -1,4 +1,5 @@
-"""Bring check-ins from any source to CHECKIN_SCHEMA, and set aside rows that cannot be used.
+"""Bring check-ins from any source to CHECKIN_SCHEMA (plus OPTIONAL_CHECKIN_SCHEMA), and set
+aside rows that cannot be used.
 
 A source with a missing column or an uncastable type is a programming or configuration
 error and raises InputDataError naming the column. A row that breaks the table's NOT NULL
@@ -11,17 +12,22 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from montage_vec.engine.schema import CHECKIN_SCHEMA, REJECTED_SCHEMA
+from montage_vec.engine.schema import CHECKIN_SCHEMA, OPTIONAL_CHECKIN_SCHEMA, REJECTED_SCHEMA
 from montage_vec.errors import InputDataError
 
 
 def conform_checkins(checkins: pl.DataFrame | pa.Table) -> pl.DataFrame:
-    """The engine's columns, in its types; extra columns are dropped."""
+    """The engine's columns, in its types; an absent optional column is all NULL, extra columns are dropped."""
     frame = checkins if isinstance(checkins, pl.DataFrame) else _from_arrow(checkins)
     missing = [name for name in CHECKIN_SCHEMA if name not in frame.columns]
     if missing:
         raise InputDataError(f"check-ins lack required column(s): {', '.join(missing)}")
-    return frame.select([_conform_column(frame, name, dtype) for name, dtype in CHECKIN_SCHEMA.items()])
+    required = [_conform_column(frame, name, dtype) for name, dtype in CHECKIN_SCHEMA.items()]
+    optional = [
+        _conform_column(frame, name, dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
+        for name, dtype in OPTIONAL_CHECKIN_SCHEMA.items()
+    ]
+    return frame.select([*required, *optional])
 
 
 def _from_arrow(table: pa.Table) -> pl.DataFrame:

@@ -13,9 +13,11 @@ import polars as pl
 import pyarrow as pa
 
 from montage_vec.engine.conform import conform_checkins, split_rejected
+from montage_vec.engine.duplicates import keep_one_row_per_id
 from montage_vec.engine.params import MontageParams
 from montage_vec.engine.schema import GENERAL, INTEREST, ITEM_SCHEMA, MONTAGE_KEY, MONTAGE_SCHEMA
 from montage_vec.engine.tags import explode_normalized_tags
+from montage_vec.engine.text import strip_lower
 from montage_vec.engine.widgets import widget_metadata_expr, widget_type_expr
 
 # Rule 3: newest first, ties broken by the larger id.
@@ -51,11 +53,15 @@ class MontageSet:
 def compute_montages(
     checkins: pl.DataFrame | pa.Table, as_of: datetime, params: MontageParams | None = None
 ) -> MontageSet:
-    """All montages (rules 1-6) of every user present in `checkins`, at `as_of`."""
+    """All montages (rules 1-6 and 8) of every user present in `checkins`, at `as_of`."""
     params = params or MontageParams()
     # All times are UTC: a naive as_of means UTC, as naive check-in columns do.
     as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
-    valid, rejected = split_rejected(conform_checkins(checkins))
+    # Rule 8 first: a copy that loses is no part of the input, not even to reject its user.
+    usable, rejected = split_rejected(keep_one_row_per_id(conform_checkins(checkins)))
+    # Rule 1 compares privacy after strip().lower() (params hold the configured side so), and
+    # rule 6 shows it so: a re-cased value then neither changes eligibility nor rewrites items.
+    valid = usable.with_columns(privacy=strip_lower(usable["privacy"]))
     eligible = _eligible_in_item_order(valid, params)
     tag_rows = explode_normalized_tags(eligible.select("row_nr", "rank", "user_id", "created_at", "tags"))
     qualifying = _qualifying_interests(tag_rows, as_of, params)

@@ -14,6 +14,8 @@ class MontageParams:
 
     `max_items` caps every montage; an interest qualifies with at least
     `min_interest_occurrence` tagged check-ins newer than `as_of - interest_lookback_days`.
+    `privacy_included` is held as `strip().lower()` of what was given (rule 1), so every
+    consumer (the engine, the reconciliation query) compares against normalised levels.
     """
 
     max_items: int = 20
@@ -22,6 +24,8 @@ class MontageParams:
     privacy_included: frozenset[str] = field(default=DEFAULT_PRIVACY_INCLUDED)
 
     def __post_init__(self) -> None:
+        normalized = frozenset(level.strip().lower() for level in self.privacy_included)
+        object.__setattr__(self, "privacy_included", normalized)  # frozen: set once, here
         if self.max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {self.max_items}")
         if self.min_interest_occurrence < 1:

@@ -1,8 +1,9 @@
 """Column contracts between the stores and the engine.
 
-The stores hand the engine check-ins with exactly these columns and types (uuids as their
-canonical lower-case text, so that string order equals uuid byte order) and take back
-montages and items with the output schemas below.
+The stores hand the engine check-ins with the CHECKIN_SCHEMA columns and types (uuids as
+their canonical lower-case text, so that string order equals uuid byte order), plus any of
+OPTIONAL_CHECKIN_SCHEMA they have, and take back montages and items with the output
+schemas below.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ CHECKIN_SCHEMA: dict[str, pl.DataType] = {
     "thumbnail_url": pl.String(),
     "location_name": pl.String(),
     "tags": pl.List(pl.String()),
+}
+
+# Used when present, a NULL column when not: a source with duplicate check-in ids keeps the
+# copy updated last (see duplicates.py), and a minimal source need not have the column.
+OPTIONAL_CHECKIN_SCHEMA: dict[str, pl.DataType] = {
+    "updated_at": UTC_MICROS,
 }
 
 MONTAGE_SCHEMA: dict[str, pl.DataType] = {

@@ -6,6 +6,8 @@ README, "Change capture", gives the guarantees; the statements are placeholders 
 
 from __future__ import annotations
 
+import string
+
 # -- trigger capture (PostgreSQL) -----------------------------------------------------------
 
 CAPTURE_TRIGGERS = ("montage_vec_capture_insert", "montage_vec_capture_update", "montage_vec_capture_delete")
@@ -48,31 +50,52 @@ WHERE "datname" = current_database() AND "pid" <> pg_backend_pid()
 
 # -- reconciliation (both modes) ------------------------------------------------------------
 
+# Rule 1 compares privacy after Python's strip().lower(), which SQL cannot copy on both
+# backends: DuckDB has no btrim, and lower() follows the collation ('İ' -> 'i' where Python
+# gives 'i̇'; Turkish locales lower 'I' to 'ı'). This query only has to find every user to
+# reconcile (one found needlessly is just recomputed, and the engine decides exactly), so
+# "levels" judges each distinct privacy value TRUE or FALSE only where that is certain: for
+# ASCII text, trimming Python's ASCII whitespace and mapping A-Z with translate (which no
+# collation changes) is exactly strip().lower(). Non-ASCII text is NULL, "maybe", and each
+# use below takes the side that finds more users. Judging distinct values costs one more
+# scan of the source but keeps the string functions (translate is slow) off its rows. The
+# staged levels are normalised already (MontageParams).
+_ASCII_WHITESPACE = " || ".join(f"chr({code})" for code in range(128) if chr(code).isspace())
+_ASCII_LOWER = f"""translate(trim(BOTH {_ASCII_WHITESPACE} FROM l."privacy"),
+                  '{string.ascii_uppercase}', '{string.ascii_lowercase}')"""
+
 # Users whose stored montages no longer match the source in a way no `updated_at` shows:
-#  1. an item shows a check-in that is gone, no longer eligible, or now another user's;
-#  2. eligible check-ins but no general montage (never written, or removed by someone else);
-#  3. montages but no eligible check-in.
+#  1. an item shows a check-in that is gone, not surely eligible, or now another user's;
+#  2. maybe eligible check-ins but no general montage (never written, or removed by someone else);
+#  3. montages but no surely eligible check-in.
 # The privacy levels that make a check-in eligible come staged as "stage_privacy"(privacy).
-RECONCILE_USERS = """
-WITH "eligible" AS (
-    SELECT DISTINCT c."user_id" FROM {checkins} c
-    WHERE c."deleted_at" IS NULL AND c."privacy" IN (SELECT "privacy" FROM "stage_privacy")
+RECONCILE_USERS = f"""
+WITH "levels" AS (
+    SELECT l."privacy", CASE WHEN bit_length(l."privacy") = 8 * char_length(l."privacy")
+        THEN {_ASCII_LOWER} IN (SELECT "privacy" FROM "stage_privacy") END AS "eligible"
+    FROM (SELECT DISTINCT "privacy" FROM {{checkins}} WHERE "privacy" IS NOT NULL) AS l
+), "eligible" AS (
+    -- users with a maybe eligible check-in; "surely" is TRUE when one is certainly eligible
+    SELECT c."user_id", bool_or(l."eligible") AS "surely"
+    FROM {{checkins}} c JOIN "levels" l ON l."privacy" = c."privacy"
+    WHERE c."deleted_at" IS NULL AND l."eligible" IS NOT FALSE
+    GROUP BY c."user_id"
 ), "stale_items" AS (
     SELECT DISTINCT m."user_id"
-    FROM {montage_items} i
-    JOIN {montages} m ON m."id" = i."montage_id"
-    LEFT JOIN {checkins} c ON c."id" = i."checkin_id"
+    FROM {{montage_items}} i
+    JOIN {{montages}} m ON m."id" = i."montage_id"
+    LEFT JOIN {{checkins}} c ON c."id" = i."checkin_id"
     WHERE c."id" IS NULL
        OR c."user_id" IS DISTINCT FROM m."user_id"
        OR c."deleted_at" IS NOT NULL
        OR c."privacy" IS NULL
-       OR c."privacy" NOT IN (SELECT "privacy" FROM "stage_privacy")
+       OR c."privacy" NOT IN (SELECT "privacy" FROM "levels" WHERE "eligible")  -- no NULL in "levels"
 )
 SELECT "user_id"::VARCHAR AS "user_id" FROM "stale_items"
 UNION
 SELECT e."user_id"::VARCHAR FROM "eligible" e
-WHERE NOT EXISTS (SELECT 1 FROM {montages} m WHERE m."user_id" = e."user_id" AND m."kind" = 'general')
+WHERE NOT EXISTS (SELECT 1 FROM {{montages}} m WHERE m."user_id" = e."user_id" AND m."kind" = 'general')
 UNION
-SELECT m."user_id"::VARCHAR FROM {montages} m
-WHERE NOT EXISTS (SELECT 1 FROM "eligible" e WHERE e."user_id" = m."user_id")
-"""
+SELECT m."user_id"::VARCHAR FROM {{montages}} m
+WHERE NOT EXISTS (SELECT 1 FROM "eligible" e WHERE e."user_id" = m."user_id" AND e."surely")
+"""  # noqa: S608 - built once from constants

@@ -39,6 +39,7 @@ def checkin(
     thumbnail_url: str | None = None,
     location: str | None = None,
     checkin_id: str | None = "",
+    updated_at: datetime | None = None,
 ) -> dict[str, Any]:
     """One check-in row; created_at defaults to `n` hours before AS_OF."""
     if created_at is None:
@@ -55,6 +56,7 @@ def checkin(
         "thumbnail_url": thumbnail_url,
         "location_name": location,
         "tags": tags,
+        "updated_at": updated_at,
     }
 
 

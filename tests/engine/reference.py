@@ -9,7 +9,9 @@ Interpretation notes (where the contract text leaves a choice):
 
 * "media_url is set" / "if text_content" / "if location_name" mean IS NOT NULL, like the
   metadata rule ("keys whose value is NULL are left out"); an empty string counts as set.
-* check-in ids are unique (they are primary keys), so rule 3 is a total order.
+* rule 8 leaves one row per id, so rule 3 is a total order. Rows without an id are not
+  copies of each other: each one rejects its user.
+* `updated_at` is optional: a row without the key counts as NULL.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # The contract's defaults, spelled out here rather than imported from the engine.
@@ -59,6 +61,58 @@ class Outcome:
     montages: dict[MontageKey, tuple[int, datetime | None]] = field(default_factory=dict)
     items: dict[MontageKey, list[Item]] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)
+
+
+# --------------------------------------------------------------------------- rule 8
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(instant: datetime) -> int:
+    return (instant - EPOCH) // timedelta(microseconds=1)
+
+
+def _latest(instant: datetime | None) -> tuple[int, int]:
+    """Sorts the latest instant first and NULL last."""
+    return (1, 0) if instant is None else (0, -_micros(instant))
+
+
+def _smallest(value: Any) -> tuple[int, Any]:
+    """Sorts the smallest value first and NULL last; `value` is a str or a datetime."""
+    if value is None:
+        return (1, "")
+    return (0, _micros(value) if isinstance(value, datetime) else value)
+
+
+def _smallest_tags(tags: list[str | None] | None) -> tuple[int, list[tuple[int, str]]]:
+    """Lists compare element by element, a prefix first; a NULL element before any text; a NULL list last."""
+    if tags is None:
+        return (1, [])
+    return (0, [(0, "") if tag is None else (1, tag) for tag in tags])
+
+
+def winner_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Rule 8: the copy with the smallest key wins."""
+    scalars = ("user_id", "created_at", "privacy", "text_content", "media_url", "media_type", "thumbnail_url",
+               "location_name")  # fmt: skip
+    return (
+        _latest(row.get("updated_at")),
+        _latest(row["deleted_at"]),
+        *(_smallest(row[name]) for name in scalars),
+        _smallest_tags(row["tags"]),
+    )
+
+
+def one_row_per_id(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Rule 8: of the rows sharing an id, the winner only (whatever its user); rows without id all stay."""
+    winners: dict[str, Mapping[str, Any]] = {}
+    kept: list[Mapping[str, Any]] = []
+    for row in rows:
+        if row["id"] is None:
+            kept.append(row)
+        elif row["id"] not in winners or winner_key(row) < winner_key(winners[row["id"]]):
+            winners[row["id"]] = row
+    return kept + list(winners.values())
 
 
 # --------------------------------------------------------------------------- rule 2
@@ -109,7 +163,7 @@ def widget_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
         "text": row["text_content"],
         "location": row["location_name"],
         "tags": normalize_tags(row["tags"]),
-        "privacy": row["privacy"],
+        "privacy": normalize_privacy(row["privacy"]),
     }
     return {key: value for key, value in candidates.items() if value is not None}
 
@@ -121,9 +175,14 @@ def _item(position: int, row: Mapping[str, Any]) -> Item:
 # --------------------------------------------------------------------------- rules 1-5, 7
 
 
+def normalize_privacy(privacy: str | None) -> str | None:
+    return None if privacy is None else privacy.strip().lower()
+
+
 def is_eligible(row: Mapping[str, Any], params: Any) -> bool:
-    privacy = row["privacy"]
-    return row["deleted_at"] is None and privacy is not None and privacy in params.privacy_included
+    privacy = normalize_privacy(row["privacy"])
+    included = {level.strip().lower() for level in params.privacy_included}
+    return row["deleted_at"] is None and privacy is not None and privacy in included
 
 
 def reference_montages(rows: Iterable[Mapping[str, Any]], as_of: datetime, params: Any | None = None) -> Outcome:
@@ -134,7 +193,7 @@ def reference_montages(rows: Iterable[Mapping[str, Any]], as_of: datetime, param
     outcome = Outcome()
 
     rows_by_user: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
+    for row in one_row_per_id(rows):
         rows_by_user[row["user_id"]].append(row)
 
     for user_id, user_rows in rows_by_user.items():

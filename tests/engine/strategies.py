@@ -1,14 +1,18 @@
 """Hypothesis strategies for check-in frames that sit on the contract's edges.
 
 A scenario is (rows, as_of, params): `rows` is a list of dicts with the CHECKIN_SCHEMA
-columns, turned into a frame with `to_frame` / `to_arrow`. The strategies aim at:
+columns and `updated_at`, turned into a frame with `to_frame` / `to_arrow`. The strategies
+aim at:
 
 * few users (1-5) with about 0-40 check-ins each, rows interleaved across users;
 * created_at drawn mostly from a handful of instants (ties), including the window cut
   `as_of - lookback` exactly, one microsecond either side, and instants after `as_of`;
-* unique check-in ids sharing a few prefixes, so created_at ties are broken by the tail
-  of the id text;
-* privacy public/friends/private/NULL, deleted or not;
+* check-in ids sharing a few prefixes, so created_at ties are broken by the tail of the id
+  text; about a quarter of the rows reuse an earlier row's id (rule 8), often under another
+  user, with updated_at from a few instants (ties and NULL included) and other fields of
+  their own, so that the winner is decided at every level of the tie-break;
+* privacy public/friends/private/NULL, also re-cased, whitespace-padded and with a
+  non-ASCII look-alike (rule 1), deleted or not;
 * tags: NULL lists, empty lists, NULL elements, '', whitespace-only (including U+001C..1F,
   U+3000, NBSP), padded and re-cased variants of a small vocabulary, Unicode case oddities
   (İ, ß, Σ/ς, final sigma words, Kelvin sign, ligatures) and 98-102 character strings;
@@ -34,9 +38,11 @@ import pyarrow as pa
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
-from montage_vec.engine import CHECKIN_SCHEMA, MontageParams
+from montage_vec.engine import CHECKIN_SCHEMA, OPTIONAL_CHECKIN_SCHEMA, MontageParams
 
-CHECKIN_COLUMNS: tuple[str, ...] = tuple(CHECKIN_SCHEMA)
+# The frames the tests build: the required columns and the optional updated_at.
+FRAME_SCHEMA: dict[str, pl.DataType] = {**CHECKIN_SCHEMA, **OPTIONAL_CHECKIN_SCHEMA}
+CHECKIN_COLUMNS: tuple[str, ...] = tuple(FRAME_SCHEMA)
 
 
 def property_settings(max_examples: int) -> settings:
@@ -68,6 +74,7 @@ ARROW_CHECKIN_SCHEMA = pa.schema(
         ("thumbnail_url", pa.string()),
         ("location_name", pa.string()),
         ("tags", pa.list_(pa.string())),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 
@@ -227,10 +234,20 @@ PRIVACY_AND_DELETED: tuple[tuple[str | None, bool], ...] = (
     ("friends", False),
     ("public", True),
     ("friends", True),
+    (" Public", False),
+    ("FRIENDS", False),
+    ("public\u3000\x1c", False),
+    (" private ", False),
+    ("PUBL\u0130C", False),  # lower-cases to 'publi\u0307c': not 'public'
+    ("Friends\t", True),
 )
 MEDIA_URLS = (None, None, "https://x.test/a.jpg", "")
 MEDIA_TYPES = (None, "image", "video")
 THUMBNAILS = (None, 'https://x.test/t.jpg?q="1"&r=\\')
+# (digit) -> 0 for a new id, or k to reuse the id of the row k places back (rule 8).
+COPY_OF = (0, 0, 0, 0, 0, 0, 1, 3)
+# (digit) -> updated_at as an offset from as_of, or None; few values, so copies tie often.
+UPDATED_OFFSETS = (None, timedelta(days=-1), timedelta(0), timedelta(days=-1, microseconds=1))
 # (digit of the flaw) -> None, or the column a broken row lacks; only with `broken`.
 FLAWS: tuple[str | None, ...] = (None,) * 23 + ("created_at", "id")
 
@@ -275,7 +292,15 @@ def checkin_rows(
     flaws = FLAWS if broken else (None,)
 
     first_sizes = [len(instants), len(users), len(tag_palette), len(PRIVACY_AND_DELETED), len(flaws)]
-    second_sizes = [len(text_palette), len(text_palette), len(MEDIA_URLS), len(MEDIA_TYPES), len(THUMBNAILS)]
+    second_sizes = [
+        len(text_palette),
+        len(text_palette),
+        len(MEDIA_URLS),
+        len(MEDIA_TYPES),
+        len(THUMBNAILS),
+        len(COPY_OF),
+        len(UPDATED_OFFSETS),
+    ]
     packed_row = st.tuples(st.integers(0, math.prod(first_sizes) - 1), st.integers(0, math.prod(second_sizes) - 1))
     # Hypothesis keeps lists short unless told otherwise: a drawn minimum sets the typical size.
     most = max_per_user * len(users)
@@ -285,10 +310,14 @@ def checkin_rows(
     rows: list[dict[str, Any]] = []
     for first, second in packed:
         instant, user, tags, privacy_deleted, flaw = _decode(first, first_sizes)
-        text, location, media_url, media_type, thumbnail = _decode(second, second_sizes)
+        text, location, media_url, media_type, thumbnail, copy_of, updated = _decode(second, second_sizes)
         privacy, deleted = PRIVACY_AND_DELETED[privacy_deleted]
+        back = COPY_OF[copy_of]
+        updated_offset = UPDATED_OFFSETS[updated]
         row = {
-            "id": _pooled_id(first * math.prod(second_sizes) + second, prefixes),
+            "id": rows[-back]["id"]
+            if 0 < back <= len(rows)
+            else _pooled_id(first * math.prod(second_sizes) + second, prefixes),
             "user_id": users[user],
             "created_at": instants[instant],
             "deleted_at": as_of - timedelta(days=1) if deleted else None,
@@ -299,6 +328,7 @@ def checkin_rows(
             "thumbnail_url": THUMBNAILS[thumbnail],
             "location_name": text_palette[location],
             "tags": tag_palette[tags],
+            "updated_at": None if updated_offset is None else as_of + updated_offset,
         }
         if flaws[flaw] is not None:
             row[flaws[flaw]] = None
@@ -313,7 +343,12 @@ def montage_params() -> st.SearchStrategy[MontageParams]:
         min_interest_occurrence=st.integers(1, 4),
         interest_lookback_days=st.integers(0, 40),
         privacy_included=st.sampled_from(
-            [frozenset({"public", "friends"}), frozenset({"public", "friends"}), frozenset({"public"})]
+            [
+                frozenset({"public", "friends"}),
+                frozenset({"public", "friends"}),
+                frozenset({"public"}),
+                frozenset({" Public ", "FRIENDS"}),  # the configured side is normalised too
+            ]
         ),
     )
 
@@ -344,13 +379,13 @@ def scenarios(
     return rows, as_of, params
 
 
-def to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """The rows as a Polars frame with exactly CHECKIN_SCHEMA."""
-    return pl.DataFrame(rows, schema=CHECKIN_SCHEMA)
+def to_frame(rows: list[dict[str, Any]], *, updated_at: bool = True) -> pl.DataFrame:
+    """The rows as a Polars frame with CHECKIN_SCHEMA, and updated_at unless told otherwise."""
+    return pl.DataFrame(rows, schema=FRAME_SCHEMA if updated_at else CHECKIN_SCHEMA)
 
 
 def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     """The rows as a plain Arrow table (string, timestamp[us, UTC], list<string>)."""
     return pa.Table.from_pylist(
-        [{name: row[name] for name in CHECKIN_COLUMNS} for row in rows], schema=ARROW_CHECKIN_SCHEMA
+        [{name: row.get(name) for name in CHECKIN_COLUMNS} for row in rows], schema=ARROW_CHECKIN_SCHEMA
     )

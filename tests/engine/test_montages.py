@@ -17,10 +17,12 @@ from montage_vec.engine import (
     CHECKIN_SCHEMA,
     ITEM_SCHEMA,
     MONTAGE_SCHEMA,
+    OPTIONAL_CHECKIN_SCHEMA,
     MontageParams,
     MontageSet,
     compute_montages,
 )
+from montage_vec.engine.duplicates import WINNER_ORDER
 from montage_vec.errors import InputDataError
 from tests.engine.builders import AS_OF, CUT, LOOKBACK, U1, U2, U3, US, checkin, cid, compute, item_ids, run
 from tests.engine.reference import (
@@ -49,12 +51,29 @@ def test_rule1_deleted_checkin_is_neither_item_nor_counted() -> None:
     assert (U1, INTEREST, "coffee") not in out.montages
 
 
-@pytest.mark.parametrize("privacy", ["private", None, "PUBLIC", "public ", "unknown"])
+@pytest.mark.parametrize("privacy", ["private", None, " Private", "unknown", "pub lic", "", "PUBL\u0130C"])
 def test_rule1_only_public_and_friends_privacy_is_eligible(privacy: str | None) -> None:
     rows = [tagged(1, privacy="public"), tagged(2, privacy="friends"), tagged(3, privacy=privacy)]
     out = run(rows)
     assert item_ids(out, U1, GENERAL) == [cid(1), cid(2)]
     assert (U1, INTEREST, "coffee") not in out.montages
+
+
+def test_rule1_privacy_is_compared_after_strip_and_lower() -> None:
+    """Stored levels are re-cased and padded, with whitespace Unicode does not call White_Space;
+    they count as the configured ones, and items show them normalised (rule 6)."""
+    variants = ["Public", " public", "FRIENDS\u3000", "\x1cpublic\t"]
+    rows = [tagged(n, privacy=privacy) for n, privacy in enumerate(variants, start=1)]
+    out = run(rows)
+    assert item_ids(out, U1, INTEREST, "coffee") == [cid(1), cid(2), cid(3), cid(4)]
+    shown = [item[4]["privacy"] for item in out.items[(U1, GENERAL, "")]]
+    assert shown == ["public", "public", "friends", "public"]
+
+
+def test_rule1_configured_privacy_levels_are_normalised_too() -> None:
+    params = MontageParams(privacy_included=frozenset({" Friends "}))
+    rows = [tagged(1, privacy="friends"), tagged(2, privacy="FRIENDS"), tagged(3, privacy="public")]
+    assert item_ids(run(rows, params=params), U1, GENERAL) == [cid(1), cid(2)]
 
 
 def test_rule1_ineligible_checkins_never_appear_in_interest_items() -> None:
@@ -299,6 +318,63 @@ def test_rule7_item_count_is_the_number_of_items() -> None:
     assert sorted(joined["item_count"].to_list()) == [5, 5]
 
 
+# =========================================================================== rule 8: one row per check-in id
+
+
+def test_rule8_a_duplicated_checkin_is_shown_and_counted_once_the_latest_copy_wins() -> None:
+    old, new = AS_OF - timedelta(days=2), AS_OF - timedelta(days=1)
+    rows = [
+        tagged(1, text="old", updated_at=old),
+        tagged(1, text="new", updated_at=new),
+        tagged(1, text="no stamp", updated_at=None),  # NULL loses to any updated_at
+        tagged(2),
+    ]
+    out = run(rows)
+    assert item_ids(out, U1, GENERAL) == [cid(1), cid(2)]
+    assert out.items[(U1, GENERAL, "")][0][4]["text"] == "new"
+    assert (U1, INTEREST, "coffee") not in out.montages  # two check-ins, not four
+
+
+def test_rule8_without_updated_at_the_winner_does_not_depend_on_row_order() -> None:
+    """No updated_at column at all (a minimal source): a deleted copy wins, then the smallest values."""
+    live_copies = [tagged(1, text="b"), tagged(1, text="a"), tagged(1, text=None)]
+    deleted_copy = tagged(2, deleted_at=AS_OF - timedelta(days=1))
+    rows = [*live_copies, tagged(2), deleted_copy, tagged(3)]
+    outcomes = []
+    for seed in range(6):
+        shuffled = list(rows)
+        random.Random(seed).shuffle(shuffled)
+        outcomes.append(from_engine(compute_montages(to_frame(shuffled, updated_at=False), AS_OF)))
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    assert item_ids(outcomes[0], U1, GENERAL) == [cid(1), cid(3)]
+    assert outcomes[0].items[(U1, GENERAL, "")][0][4]["text"] == "a"
+
+
+def test_rule8_a_copy_under_another_user_belongs_to_the_winner() -> None:
+    """A check-in moved between users shows up under both; it is the latest copy's user's only."""
+    moved = [
+        tagged(1, user=U1, updated_at=AS_OF - timedelta(days=3)),
+        tagged(1, user=U2, updated_at=AS_OF - timedelta(days=1)),
+    ]
+    out = run([*moved, tagged(2, user=U1), tagged(3, user=U2)])
+    assert item_ids(out, U1, GENERAL) == [cid(2)]
+    assert item_ids(out, U2, GENERAL) == [cid(1), cid(3)]
+
+
+def test_rule8_tie_break_covers_every_engine_column() -> None:
+    """A column left out of the order would let row order pick among copies differing only there."""
+    ordered = [name for name, _ in WINNER_ORDER]
+    assert sorted(ordered) == sorted(set(CHECKIN_SCHEMA) - {"id"} | set(OPTIONAL_CHECKIN_SCHEMA))
+
+
+def test_rule8_a_losing_copy_without_created_at_does_not_reject_its_user() -> None:
+    broken = tagged(1, updated_at=AS_OF - timedelta(days=2))
+    broken["created_at"] = None
+    out = run([broken, tagged(1, updated_at=AS_OF - timedelta(days=1)), tagged(2)])
+    assert out.rejected == set()
+    assert item_ids(out, U1, GENERAL) == [cid(1), cid(2)]
+
+
 # =========================================================================== input handling
 
 
@@ -316,6 +392,14 @@ def test_empty_input_gives_empty_result() -> None:
     assert result.rejected.is_empty()
     assert dict(result.montages.schema) == MONTAGE_SCHEMA
     assert dict(result.items.schema) == ITEM_SCHEMA
+
+
+def test_updated_at_is_optional_and_conformed_like_created_at() -> None:
+    stamps = [AS_OF - timedelta(days=1), AS_OF - timedelta(days=2)]
+    rows = [tagged(1, text="kept", updated_at=stamps[0]), tagged(1, text="lost", updated_at=stamps[1])]
+    naive = to_frame(rows).with_columns(pl.col("updated_at").dt.replace_time_zone(None))
+    assert item_ids(from_engine(compute_montages(naive, AS_OF)), U1, GENERAL) == [cid(1)]
+    assert from_engine(compute_montages(naive, AS_OF)) == run(rows)
 
 
 @pytest.mark.parametrize("column", list(CHECKIN_SCHEMA))
@@ -464,6 +548,26 @@ def test_property_shuffling_input_rows_does_not_change_the_result(
     )
 
 
+def _share_chunks_of_copies(rows: list[dict[str, Any]], chunk_of: dict[str, int]) -> None:
+    """Users holding copies of one check-in id go to one chunk (the smallest of theirs).
+
+    Rule 8 can only choose among the copies the engine is given: a chunk must hold every
+    copy of its check-ins, as the job's extraction must.
+    """
+    users_of: dict[str, set[str]] = {}
+    for row in rows:
+        if row["id"] is not None:
+            users_of.setdefault(row["id"], set()).add(row["user_id"])
+    changed = True
+    while changed:
+        changed = False
+        for sharing in users_of.values():
+            smallest = min(chunk_of[user] for user in sharing)
+            for user in sharing:
+                if chunk_of[user] != smallest:
+                    chunk_of[user], changed = smallest, True
+
+
 def _sorted_result(montages: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return (
         montages.sort("user_id", "kind", "interest"),
@@ -480,6 +584,7 @@ def test_property_user_chunks_concatenate_to_the_one_shot_result(
     rows, as_of, params = scenario
     users = sorted({row["user_id"] for row in rows})
     chunk_of = {user: data.draw(st.integers(0, 3), label=f"chunk of {user}") for user in users}
+    _share_chunks_of_copies(rows, chunk_of)
     parts = [
         compute_montages(to_frame([row for row in rows if chunk_of[row["user_id"]] == chunk]), as_of, params)
         for chunk in sorted(set(chunk_of.values()))
