@@ -95,6 +95,10 @@ class ChunkFailedWhole(RunFailed):
     """Every user of a chunk that was split on data errors failed: a bug or a systematic fault."""
 
 
+class LeaseLostError(RunFailed):
+    """Another run took this run's shard over (its lock went with a dead connection): stop writing."""
+
+
 class TooManyFailedUsers(RunFailed):
     """More users failed than MONTAGE_MAX_FAILED_FRACTION allows: the run stops, unfinished."""
 

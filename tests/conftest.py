@@ -5,10 +5,12 @@ Helpers live in `tests.support`; only fixtures are defined here."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from montage_vec.config import Settings
 from tests.support.cli import CliResult, RunCli, parse_logs
@@ -24,6 +26,17 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     for name in JOB_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def default_log_sink() -> Iterator[None]:
+    """Each test starts with loguru's own stderr sink: a sink the CLI pointed at an earlier
+    test's captured stdout would be closed by now, and the library logs too."""
+    logger.remove()
+    logger.add(sys.stderr)
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
 
 
 @pytest.fixture

@@ -107,6 +107,9 @@ def migrate(ctx: click.Context, source_indexes: bool = False, capture_triggers: 
 @click.option("--user-id", "user_ids", multiple=True, help="Process exactly these users (repeatable).")
 @click.option("--as-of", help="Reference time, ISO 8601 (default: now, UTC).")
 @click.option("--dry-run", is_flag=True, help="Compute and report; write nothing.")
+@click.option(
+    "--allow-future", is_flag=True, help="Accept an --as-of more than MONTAGE_MAX_CLOCK_SKEW ahead of the clock."
+)
 @click.option("--batch-size", type=int, help="Users per chunk (MONTAGE_BATCH_SIZE).")
 @click.option("--concurrency", type=int, help="Chunks in flight (MAX_CONCURRENT_GENERATIONS).")
 @click.pass_context
@@ -116,6 +119,7 @@ def once(
     user_ids: tuple[str, ...] = (),
     as_of: str | None = None,
     dry_run: bool = False,
+    allow_future: bool = False,
     batch_size: int | None = None,
     concurrency: int | None = None,
 ) -> None:
@@ -136,7 +140,13 @@ def once(
     if not settings.enable_batch_processing:
         logger.info("batch processing is disabled (ENABLE_BATCH_PROCESSING=false); nothing to do")
         return
-    options = RunOptions(full=full, user_ids=tuple(settings.user_id_filter), as_of=parse_as_of(as_of), dry_run=dry_run)
+    options = RunOptions(
+        full=full,
+        user_ids=tuple(settings.user_id_filter),
+        as_of=parse_as_of(as_of),
+        dry_run=dry_run,
+        allow_future=allow_future,
+    )
     control = RunControl()
     with stop_on_signals(control):
         summary = run_once(settings, options, control, JobMetrics())

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     db_name: str = "postgres"
     db_sslmode: SslMode = "prefer"
     db_connect_timeout: Duration = timedelta(seconds=10)
+    # How long a run keeps retrying work that failed on a lost connection (a restart).
+    db_reconnect_timeout: Duration = timedelta(seconds=60)
     db_read_host: str | None = None
     # A run needs its control connection plus at least one chunk worker.
     db_max_open_conns: int | None = Field(default=None, ge=2)
@@ -112,6 +114,8 @@ class Settings(BaseSettings):
     montage_batch_size: int = Field(default=2500, ge=1, le=1_000_000)
     max_concurrent_generations: int = Field(default=2, ge=1, le=64)
     watermark_overlap: Duration = timedelta(minutes=10)
+    # How far ahead of the clock `--as-of` may be without --allow-future.
+    montage_max_clock_skew: Duration = timedelta(days=1)
     cache_ttl: Duration = timedelta(hours=1)
     user_id_filter: CsvList = Field(default_factory=list)
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
@@ -173,7 +177,14 @@ class Settings(BaseSettings):
             raise ValueError("CHECKIN_SOURCE=http needs CHECKIN_SERVICE_URL")
         return self
 
-    @field_validator("watermark_overlap", "cache_ttl", "db_connect_timeout", "batch_processing_timeout")
+    @field_validator(
+        "watermark_overlap",
+        "cache_ttl",
+        "db_connect_timeout",
+        "db_reconnect_timeout",
+        "batch_processing_timeout",
+        "montage_max_clock_skew",
+    )
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):

@@ -24,12 +24,17 @@ from montage_vec.engine import MontageParams, compute_montages
 from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import ChunkFailedWhole, DataStoreError, InputDataError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
-from montage_vec.stores.records import ChunkWrite
+from montage_vec.stores.records import ChunkWrite, Lease
 
 # Errors classified as caused by the rows themselves: splitting the chunk isolates the users
 # behind them. Generic ValueError, PolarsError or ArrowException are not among them: a bug
 # raises those for every user, and must fail the run rather than fill the retry list.
 DATA_ERRORS = (DataStoreError, InputDataError)
+
+
+# A chunk this small whose every user fails may just hold bad users, e.g. on a quiet night
+# when the retry list's users are the only candidates; the run's failed fraction still counts.
+MIN_USERS_TO_JUDGE_A_CHUNK = 10
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class ChunkContext:
     cache_ttl: timedelta
     dry_run: bool = False
     analytics: bool = True
+    lease: Lease | None = None  # the run's hold on its shard, checked by every write
 
 
 @dataclass
@@ -79,7 +85,8 @@ class ChunkResult:
 def process_chunk(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     """Process `user_ids`, splitting on data errors until the failing users stand alone.
 
-    ChunkFailedWhole when the chunk had to be split and not one of its users succeeded.
+    ChunkFailedWhole when the chunk had to be split and not one of its (at least
+    MIN_USERS_TO_JUDGE_A_CHUNK) users succeeded.
     """
     try:
         return _process_once(store, source, user_ids, context)
@@ -87,7 +94,7 @@ def process_chunk(store: JobStore, source: CheckinSource, user_ids: pl.Series, c
         if len(user_ids) == 1:
             return _failed_user(user_ids[0], exc)
         result = _split(store, source, user_ids, context, exc)
-        if result.successful == 0:
+        if result.successful == 0 and len(user_ids) >= MIN_USERS_TO_JUDGE_A_CHUNK:
             logger.opt(exception=exc).error(
                 "every user of a split chunk failed: a systematic error, not bad data", users=len(user_ids)
             )
@@ -154,6 +161,7 @@ def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, c
             generated_at=context.generated_at,
             cache_ttl=context.cache_ttl,
             analytics=context.analytics,
+            lease=context.lease,
             user_ids=writable,
             montages=montage_set.montages,
             items=montage_set.items,

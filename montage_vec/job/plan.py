@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
+from montage_vec.config.durations import format_duration
 from montage_vec.config.settings import Settings
 from montage_vec.config.shard import Shard
-from montage_vec.errors import SchemaStoreError
+from montage_vec.errors import ConfigError, SchemaStoreError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
 from montage_vec.stores.render import Snapshot
 
@@ -31,6 +32,24 @@ class RunOptions:
     user_ids: tuple[str, ...] = ()
     as_of: datetime | None = None
     dry_run: bool = False
+    allow_future: bool = False  # an as_of beyond MONTAGE_MAX_CLOCK_SKEW ahead of the clock
+
+
+# Before the Unix epoch no check-in exists, and as_of minus the interest window would soon
+# leave the dates Python can represent.
+EARLIEST_AS_OF = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def check_as_of(as_of: datetime, now: datetime, max_skew: timedelta, allow_future: bool) -> None:
+    """ConfigError for a reference time the job must not run at."""
+    if as_of < EARLIEST_AS_OF:
+        raise ConfigError(f"--as-of {as_of.isoformat()}: must not be before {EARLIEST_AS_OF.date().isoformat()}")
+    if as_of > now + max_skew and not allow_future:
+        raise ConfigError(
+            f"--as-of {as_of.isoformat()} is more than MONTAGE_MAX_CLOCK_SKEW ({format_duration(max_skew)}) "
+            "ahead of the clock: "
+            "interests still current would be removed as aged out; pass --allow-future to run it anyway"
+        )
 
 
 def new_job_id(now: datetime, kind: str = "batch") -> str:
@@ -85,6 +104,8 @@ class CandidatePlan:
     # Reconciliation needs the check-ins in the database (not behind the check-in service).
     reconcile: bool = True
     privacy_included: tuple[str, ...] = ()
+    # Full because as_of is earlier than the shard's last completed run's (see _rewinds).
+    rewound: bool = False
 
 
 def plan_candidates(
@@ -129,7 +150,10 @@ def plan_run(
         capture = replace(capture, snapshot=store.capture_snapshot())
     every = settings.reconcile_every(capture.mode)
     reconcile = database_source and (every == 1 or store.runs_since_reconciled(shard.key) + 1 >= every)
-    return plan_candidates(
+    rewound = not options.user_ids and _rewinds(store.last_completed_as_of(shard.key), summary.as_of)
+    if rewound:
+        options = replace(options, full=True)
+    plan = plan_candidates(
         options,
         summary.as_of,
         summary.watermark_from,
@@ -138,6 +162,16 @@ def plan_run(
         reconcile=reconcile,
         privacy_included=tuple(sorted(settings.montage_params().privacy_included)),
     )
+    return replace(plan, rewound=rewound)
+
+
+def _rewinds(last_as_of: datetime | None, as_of: datetime) -> bool:
+    """Whether this run's as_of is earlier than the shard's last completed run's.
+
+    That run (an `--as-of` in the future) aged out interests that are current again now, and
+    an incremental run revisits only users with changes: a full run restores everyone's.
+    """
+    return last_as_of is not None and as_of < last_as_of
 
 
 def find_candidates(

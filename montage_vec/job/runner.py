@@ -22,19 +22,21 @@ from loguru import logger
 from montage_vec.config import Settings
 from montage_vec.config.secrets import redact
 from montage_vec.errors import (
+    ConfigError,
     MontageVecError,
-    RunFailed,
     RunInterrupted,
     RunLockedError,
     SchemaNotMigratedError,
     TooManyFailedUsers,
 )
+from montage_vec.job.backoff import RetryPolicy
 from montage_vec.job.chunks import ChunkContext, ChunkResult
 from montage_vec.job.control import RunControl
 from montage_vec.job.observer import Observers, RunObserver
 from montage_vec.job.plan import (
     CandidatePlan,
     RunOptions,
+    check_as_of,
     chunked,
     consumed_changes,
     find_candidates,
@@ -45,6 +47,7 @@ from montage_vec.job.plan import (
 )
 from montage_vec.job.retries import process_with_retries
 from montage_vec.job.sessions import ThreadSessions
+from montage_vec.job.shard_lock import ShardLock
 from montage_vec.job.summary import RunSummary, run_record
 from montage_vec.stores import SqlSession, Store
 from montage_vec.stores.interfaces import CheckinSource
@@ -93,28 +96,32 @@ class _Run:
 
     def execute(self, checkin_source: CheckinSource | None) -> RunSummary:
         try:
-            session = self.store.session()
-        except MontageVecError as exc:
+            skew = self.settings.montage_max_clock_skew
+            check_as_of(self.summary.as_of, utc_now(), skew, self.options.allow_future)
+        except ConfigError as exc:
             return self._finish(exc, None)
-        with session:
+        policy = RetryPolicy(self.settings.chunk_retry_attempts, self.settings.db_reconnect_timeout)
+        with ShardLock(self.store, self.shard.key, self.summary.job_id, policy, self.control) as hold:
             try:
-                locked = session.try_lock_run(self.shard.key)
+                locked = hold.acquire()
             except MontageVecError as exc:
                 return self._finish(exc, None)
             if not locked:
                 message = f"another run holds the lock for shard {self.shard.key}; nothing was touched"
                 return self._finish(RunLockedError(message), None)
             try:
-                session.ensure_migrated()
-                self._plan_and_process(session, checkin_source)
+                hold.session.ensure_migrated()
+                if not self.options.dry_run:
+                    hold.take_lease(self.summary.started_at)
+                self._plan_and_process(hold, checkin_source)
             except BaseException as exc:
-                self._finish(exc, session)
+                self._finish(exc, hold)
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt and the like: recorded, and still the caller's
                 return self.summary
-            return self._finish(None, session)
+            return self._finish(None, hold)
 
-    def _finish(self, error: BaseException | None, session: SqlSession | None) -> RunSummary:
+    def _finish(self, error: BaseException | None, hold: ShardLock | None) -> RunSummary:
         """Set the final status, record the run (when it got as far as its lock) and tell observers."""
         summary = self.summary
         summary.error = error
@@ -122,19 +129,20 @@ class _Run:
         summary.finished_at = utc_now()
         if error is not None and not isinstance(error, MontageVecError):
             self.log.opt(exception=error).error("the run failed on an unexpected error")
-        if session is not None and not isinstance(error, SchemaNotMigratedError):  # nowhere to record that
-            self._record(session)
+        if hold is not None and not isinstance(error, SchemaNotMigratedError):  # nowhere to record that
+            self._record(hold)
         self.observers.run_finished(summary)
         return summary
 
-    def _plan_and_process(self, session: SqlSession, checkin_source: CheckinSource | None) -> None:
+    def _plan_and_process(self, hold: ShardLock, checkin_source: CheckinSource | None) -> None:
         """Plan on the control session; chunks read from `checkin_source`, else their own sessions."""
         summary = self.summary
+        session = hold.session
         source = checkin_source or session
         summary.watermark_from = session.read_watermark(self.shard.key)
         plan = self._plan(session, checkin_source is None)
         summary.mode = plan.mode
-        self._record(session)  # the run exists (and its started event) before anything can fail
+        self._record(hold)  # the run exists (and its started event) before anything can fail
         self.observers.run_started(summary)
         planning_started = time.perf_counter()
         # The oldest open transaction first: one that commits after this read began after the
@@ -159,15 +167,26 @@ class _Run:
             shard=self.shard.key,
             dry_run=self.options.dry_run,
         )
-        self._process_all(session, users, checkin_source)
+        self._process_all(hold, users, checkin_source)
         if plan.mode != "users" and not self.options.dry_run:
-            summary.watermark_to = next_watermark(summary.watermark_from, data_time, open_since)
+            watermark = next_watermark(summary.watermark_from, data_time, open_since)
             if open_since is not None and data_time is not None and open_since < data_time:
                 self.log.info("watermark held back by an open transaction", open_since=open_since.isoformat())
-            session.save_progress(self.shard.key, summary.watermark_to, summary.job_id, plan.capture.snapshot, consumed)
+            hold.call(
+                lambda control_session: control_session.save_progress(
+                    self.shard.key, watermark, summary.job_id, plan.capture.snapshot, consumed, hold.lease
+                )
+            )
+            summary.watermark_to = watermark
 
     def _plan(self, session: SqlSession, database_source: bool) -> CandidatePlan:
         plan = plan_run(session, self.settings, self.options, self.summary, self.shard, database_source)
+        if plan.rewound:
+            self.log.warning(
+                "as_of is earlier than the shard's last completed run's; running in full to restore what that "
+                "run aged out",
+                as_of=self.summary.as_of.isoformat(),
+            )
         self.summary.reconciled = plan.mode == "incremental" and plan.reconcile
         if (
             plan.capture.mode == "watermark"
@@ -179,7 +198,7 @@ class _Run:
             )
         return plan
 
-    def _process_all(self, session: SqlSession, users: pl.Series, source: CheckinSource | None) -> None:
+    def _process_all(self, hold: ShardLock, users: pl.Series, source: CheckinSource | None) -> None:
         """Process every chunk, adding up results as they complete; raise if any did not commit."""
         context = ChunkContext(
             job_id=self.summary.job_id,
@@ -189,6 +208,7 @@ class _Run:
             cache_ttl=self.settings.cache_ttl,
             dry_run=self.options.dry_run,
             analytics=self.settings.enable_analytics,
+            lease=hold.lease,
         )
         first_error: BaseException | None = None
         total_chunks = -(-len(users) // self.settings.montage_batch_size)
@@ -196,7 +216,7 @@ class _Run:
             ThreadSessions(self.store) as sessions,
             ThreadPoolExecutor(self.settings.chunk_workers(), thread_name_prefix="chunk") as pool,
         ):
-            for number, finished in self._completed_chunks(session, users, sessions, pool, context, source):
+            for number, finished in self._completed_chunks(hold, users, sessions, pool, context, source):
                 try:
                     result = finished.result()
                 except BaseException as exc:
@@ -217,7 +237,7 @@ class _Run:
 
     def _completed_chunks(
         self,
-        session: SqlSession,
+        hold: ShardLock,
         users: pl.Series,
         sessions: ThreadSessions,
         pool: ThreadPoolExecutor,
@@ -226,22 +246,24 @@ class _Run:
     ) -> Iterator[tuple[int, Future[ChunkResult]]]:
         """(chunk number, its future) as chunks finish; a new chunk starts only while no stop is asked.
 
-        The run lock is checked before each chunk starts: when it is gone (its connection
-        died), another run may own the shard, and a failed future says so.
+        The run lock is checked before each chunk starts: when its connection died, it is
+        taken again (see ShardLock.ensure), or a failed future says that another run has it.
         """
         chunks = enumerate(chunked(users, self.settings.montage_batch_size), start=1)
         in_flight: dict[Future[ChunkResult], int] = {}
+        policy = RetryPolicy(self.settings.chunk_retry_attempts, self.settings.db_reconnect_timeout)
         while True:
             while len(in_flight) < self.settings.chunk_workers() and not self.control.stopping:
                 upcoming = next(chunks, None)
                 if upcoming is None:
                     break
                 number, chunk_users = upcoming
-                if not session.holds_run_lock(self.shard.key):
-                    in_flight[_failed(RunFailed(f"lost the run lock for shard {self.shard.key}; stopping"))] = number
+                try:
+                    hold.ensure()
+                except MontageVecError as exc:
+                    in_flight[_failed(exc)] = number
                     break
-                retries = self.settings.chunk_retry_attempts
-                work = pool.submit(process_with_retries, sessions, source, chunk_users, context, retries, self.control)
+                work = pool.submit(process_with_retries, sessions, source, chunk_users, context, policy, self.control)
                 in_flight[work] = number
             if not in_flight:
                 return
@@ -277,7 +299,7 @@ class _Run:
             exit_code=self.control.exit_code,
         )
 
-    def _record(self, session: SqlSession) -> None:
+    def _record(self, hold: ShardLock) -> None:
         """Write the run log row and its batch_job event, on a new connection if the control one died.
 
         A failure here is logged, never raised: it must not hide the run's own outcome.
@@ -286,7 +308,7 @@ class _Run:
             return
         record = run_record(self.summary)
         try:
-            session.record_run(record)
+            hold.session.record_run(record)
             return
         except Exception as exc:
             self.log.warning("recording the run failed; retrying on a new connection", error=redact(str(exc)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,15 +32,28 @@ def json_line(record: Record) -> str:
         "message": record["message"],
     }
     entry.update(record["extra"])
-    if record["exception"] is not None and record["exception"].value is not None:
-        entry["error"] = f"{type(record['exception'].value).__name__}: {record['exception'].value}"
+    if (failure := _exception(record)) is not None:
+        entry["error"] = f"{type(failure).__name__}: {failure}"
+        entry["traceback"] = _traceback(failure)
     return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 def human_line(record: Record) -> str:
     fields = " ".join(f"{key}={value}" for key, value in record["extra"].items())
     stamp = record["time"].astimezone(UTC).strftime("%H:%M:%S")
-    return redact(f"{stamp} {record['level'].name:<7} {record['message']} {fields}".rstrip())
+    line = f"{stamp} {record['level'].name:<7} {record['message']} {fields}".rstrip()
+    if (failure := _exception(record)) is not None:
+        line += "\n" + _traceback(failure).rstrip()
+    return redact(line)
+
+
+def _exception(record: Record) -> BaseException | None:
+    """The exception logged with `logger.opt(exception=...)`, if any: a bug's only witness."""
+    return record["exception"].value if record["exception"] is not None else None
+
+
+def _traceback(failure: BaseException) -> str:
+    return "".join(traceback.format_exception(failure))
 
 
 def configure_logging(level: str = "info", human: bool = False, stream: TextIO | None = None) -> None:

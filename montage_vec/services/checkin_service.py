@@ -23,12 +23,14 @@ from typing import Any
 import polars as pl
 
 from montage_vec.config import Settings
-from montage_vec.engine.schema import CHECKIN_SCHEMA
-from montage_vec.errors import ConfigError, ServiceResponseError
+from montage_vec.engine.schema import CHECKIN_SCHEMA, OPTIONAL_CHECKIN_SCHEMA
+from montage_vec.errors import ConfigError, InputDataError, ServiceResponseError
 from montage_vec.services.http import ServiceClient
 
+SERVICE_CHECKIN_SCHEMA = {**CHECKIN_SCHEMA, **OPTIONAL_CHECKIN_SCHEMA}
+TIME_COLUMNS = tuple(name for name, dtype in SERVICE_CHECKIN_SCHEMA.items() if isinstance(dtype, pl.Datetime))
 TEXT_CHECKIN_SCHEMA: dict[str, pl.DataType] = {
-    name: (pl.String() if isinstance(dtype, pl.Datetime) else dtype) for name, dtype in CHECKIN_SCHEMA.items()
+    name: (pl.String() if isinstance(dtype, pl.Datetime) else dtype) for name, dtype in SERVICE_CHECKIN_SCHEMA.items()
 }
 
 
@@ -63,18 +65,16 @@ class CheckinService:
 
     def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
         body = {"user_ids": user_ids.to_list()}
-        frames = [
-            pl.DataFrame(rows, schema=TEXT_CHECKIN_SCHEMA, strict=False)
-            for rows in self._pages("POST", "/internal/checkins/query", "checkins", body)
-        ]
+        try:
+            frames = [
+                pl.DataFrame(rows, schema=TEXT_CHECKIN_SCHEMA, strict=False)
+                for rows in self._pages("POST", "/internal/checkins/query", "checkins", body)
+            ]
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+            raise InputDataError(f"check-in service rows do not fit the check-in columns: {exc}") from None
         text = pl.concat(frames) if frames else pl.DataFrame(schema=TEXT_CHECKIN_SCHEMA)
         # Only the users asked for: rows of anyone else must not get montages written.
-        text = text.filter(pl.col("user_id").is_in(user_ids.implode()))
-        return text.with_columns(
-            pl.col(name).str.to_datetime(time_zone="UTC", time_unit="us")
-            for name, dtype in CHECKIN_SCHEMA.items()
-            if isinstance(dtype, pl.Datetime)
-        )
+        return _parse_times(text.filter(pl.col("user_id").is_in(user_ids.implode())))
 
     def close(self) -> None:
         self._client.close()
@@ -108,3 +108,16 @@ class CheckinService:
 def _user_series(pages: Iterator[list[Any]]) -> pl.Series:
     users = [pl.Series("user_id", page, dtype=pl.String) for page in pages]
     return pl.concat(users) if users else pl.Series("user_id", [], dtype=pl.String)
+
+
+def _parse_times(text: pl.DataFrame) -> pl.DataFrame:
+    """Timestamps parsed; a created_at or deleted_at that does not parse (or lies past year 9999)
+    is named in "unsupported_time", which rejects its user as the database's extraction does."""
+    parsed = text.with_columns(
+        pl.col(name).str.to_datetime(time_zone="UTC", time_unit="us", strict=False) for name in TIME_COLUMNS
+    )
+    unparsed = [
+        pl.when(text[name].is_not_null() & parsed[name].is_null()).then(pl.lit(f"{name} ") + text[name])
+        for name in ("created_at", "deleted_at")
+    ]
+    return parsed.with_columns(unsupported_time=pl.coalesce(unparsed))

@@ -28,6 +28,7 @@ class ChunkWrite:
     montages: pl.DataFrame
     items: pl.DataFrame
     analytics: bool = True
+    lease: Lease | None = None  # None: a write outside any run (a realtime regenerate)
 
     def staged_users(self) -> pl.DataFrame:
         """`stage_users`: the chunk's users with the run's id and time, for events."""
@@ -55,6 +56,15 @@ class ChunkWrite:
             "widget_type",
             "widget_metadata",
         )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's hold on its shard: the token it got when it took the shard's lock (see TAKE_LEASE)."""
+
+    shard: str
+    token: int
+    job_id: str
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ from types import TracebackType
 from typing import Any
 
 import polars as pl
+from loguru import logger
 
 from montage_vec.engine.schema import CHECKIN_SCHEMA
-from montage_vec.errors import DataStoreError, MontageVecError
+from montage_vec.errors import DataStoreError, LeaseLostError, MontageVecError
 from montage_vec.stores import change_sql, chunk_sql, setup, source, statements
 from montage_vec.stores.backends.base import Backend, Connection, Dialect
 from montage_vec.stores.faults import Fault, FaultKind, store_error
-from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
+from montage_vec.stores.records import ChunkWrite, Lease, RunRecord, WriteOutcome
 from montage_vec.stores.render import Snapshot, SqlValue, Timestamp, UuidArray, render
 from montage_vec.stores.tables import Tables
 
@@ -108,6 +109,32 @@ class SqlSession:
         with self.unit():
             return self._connection.try_lock(run_lock(shard))
 
+    def take_lease(self, shard: str, job_id: str, now: datetime) -> Lease:
+        """The shard's next fencing token, for the run that just took the shard's lock."""
+        with self.unit(write=True):
+            [(token,)] = self.run(statements.TAKE_LEASE, [shard, job_id, now])
+        return Lease(shard, int(token), job_id)
+
+    def holds_lease(self, lease: Lease) -> bool:
+        """Whether no other run took the shard's lease since `lease` was taken."""
+        with self.unit():
+            return self._lease_token(lease.shard) == lease.token
+
+    def abandon_runs(self, shard: str, job_id: str, now: datetime) -> list[RunRecord]:
+        """Mark the shard's runs other than `job_id` that are still `running` as `abandoned`.
+
+        Call while holding the shard's lock: no live run of the shard can then be `running`.
+        Each gets its `montage.batch_job.failed` event, as if it had ended itself.
+        """
+        with self.unit(write=True):
+            rows = self.run(statements.RUNS_LEFT_RUNNING, [shard, job_id])
+            abandoned = [RunRecord(**dict(zip(statements.RUN_COLUMNS, row, strict=True))) for row in rows]
+            for record in abandoned:
+                record.status, record.finished_at = "abandoned", now
+                record.message = f"abandoned: its process ended without recording an outcome; found by {job_id}"
+                self._record_run(record)
+        return abandoned
+
     def holds_run_lock(self, shard: str) -> bool:
         try:
             with self.unit():
@@ -168,6 +195,9 @@ class SqlSession:
             return None
         return Snapshot(self._scalar(change_sql.CURRENT_SNAPSHOT))
 
+    def last_completed_as_of(self, shard: str) -> datetime | None:
+        return self._scalar(statements.LAST_COMPLETED_AS_OF, [shard])  # type: ignore[no-any-return]
+
     def runs_since_reconciled(self, shard: str) -> int:
         return int(self._scalar(statements.RUNS_SINCE_RECONCILED, [shard]))
 
@@ -187,10 +217,17 @@ class SqlSession:
             return self._connection.fetch_frame(self.sql(change_sql.RECONCILE_USERS))["user_id"]
 
     def save_progress(
-        self, shard: str, watermark: datetime | None, job_id: str, snapshot: Snapshot | None, consumed: pl.Series
+        self,
+        shard: str,
+        watermark: datetime | None,
+        job_id: str,
+        snapshot: Snapshot | None,
+        consumed: pl.Series,
+        lease: Lease | None = None,
     ) -> None:
         """Move the watermark and delete the consumed changes, in one transaction."""
         with self.unit(write=True):
+            self._check_lease(lease)
             if watermark is not None:
                 self.run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
             if snapshot is not None:
@@ -228,10 +265,14 @@ class SqlSession:
             except DataStoreError as exc:
                 if exc.sqlstate != UNIQUE_VIOLATION or attempt == CONCURRENT_WRITE_ATTEMPTS:
                     raise
+                logger.bind(job_id=chunk.job_id).info(
+                    "a concurrent writer of the chunk's users won a key; writing again", error=str(exc)
+                )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _write_chunk_once(self, chunk: ChunkWrite) -> WriteOutcome:
         with self.unit(write=True):
+            self._check_lease(chunk.lease)
             self._connection.stage("stage_users", chunk.staged_users())
             self._connection.stage("stage_montages", chunk.staged_montages())
             self._connection.stage("stage_items", chunk.staged_items())
@@ -241,16 +282,22 @@ class SqlSession:
             changed_users = self._connection.fetch_frame(chunk_sql.SELECT_CHANGED_USERS)["user_id"].to_list()
         return WriteOutcome(int(written), int(removed), sorted(changed_users))
 
-    def record_failures(self, failures: pl.DataFrame, job_id: str, failed_at: datetime) -> None:
+    def record_failures(
+        self, failures: pl.DataFrame, job_id: str, failed_at: datetime, lease: Lease | None = None
+    ) -> None:
         with self.unit(write=True):
+            self._check_lease(lease)
             self._connection.stage("stage_failures", failures)
             self.run(statements.RECORD_FAILURES, [job_id, failed_at])
 
     def record_run(self, run: RunRecord) -> None:
-        event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
         with self.unit(write=True):
-            self.run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
-            self.run(statements.RECORD_JOB_EVENT, event)
+            self._record_run(run)
+
+    def _record_run(self, run: RunRecord) -> None:
+        event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
+        self.run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
+        self.run(statements.RECORD_JOB_EVENT, event)
 
     # -- demo and inspection ------------------------------------------------------------------
 
@@ -277,6 +324,21 @@ class SqlSession:
         return self._scalar(statements.USER_WITH_MOST_INTERESTS)  # type: ignore[no-any-return]
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def _check_lease(self, lease: Lease | None) -> None:
+        """LeaseLostError unless `lease` is still the shard's (inside the caller's transaction)."""
+        if lease is None:
+            return
+        current = self._lease_token(lease.shard)
+        if current != lease.token:
+            raise LeaseLostError(
+                f"run {lease.job_id} lost shard {lease.shard} to another run (lease {current}, its own "
+                f"{lease.token}); it writes nothing more"
+            )
+
+    def _lease_token(self, shard: str) -> int | None:
+        rows = self.run(self._dialect.current_lease, [shard])
+        return int(rows[0][0]) if rows else None
 
     @contextmanager
     def unit(self, *, write: bool = False) -> Iterator[None]:

@@ -20,6 +20,7 @@ _COMMON_TABLES: dict[str, tuple[str, ...]] = {
     "montage_items": ("montage_id", "position", "checkin_id", "checkin_created_at", "widget_type", "widget_metadata"),
     "montage_job_runs": RUN_COLUMNS,
     "montage_job_watermarks": ("shard", "watermark", "job_id", "updated_at"),
+    "montage_job_leases": ("shard", "token", "job_id", "acquired_at"),
     "montage_retry_users": ("user_id", "error", "attempts", "first_failed_at", "last_failed_at", "job_id"),
     "montage_events": ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload"),
     migrations.MIGRATIONS_TABLE: ("version", "name", "checksum", "applied_at"),

@@ -14,6 +14,7 @@ JOB_TABLES = (
     "montage_items",
     "montage_job_runs",
     "montage_job_watermarks",
+    "montage_job_leases",
     "montage_retry_users",
     "montage_events",
     "montage_changes",

@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     "cache_ttl": timedelta(hours=1),
     "user_id_filter": [],
     "chunk_retry_attempts": 3,
+    "montage_max_failed_fraction": 0.01,
+    "db_reconnect_timeout": timedelta(seconds=60),
+    "montage_max_clock_skew": timedelta(days=1),
     "montage_shard": "0/1",
 }
 

@@ -179,21 +179,37 @@ def test_a_split_chunk_whose_every_user_fails_fails_the_run(
 ) -> None:
     """Bad data does not strike every user of a chunk at once, a bug does: when every half of a
     split chunk fails down to single users, the run fails, logging the first error."""
-    users, before = prepare_failing_run(database_url, run_cli, 6)
+    users, before = prepare_failing_run(database_url, run_cli, 12)
     calls = counting_engine(monkeypatch, InputDataError("x"))
 
-    result = once(run_cli, database_url, "--full")  # one chunk of 6 users
+    result = once(run_cli, database_url, "--full")  # one chunk of 12 users
 
     failed = assert_failed(result, "ChunkFailedWhole")
     assert "InputDataError: x" in failed["error"], failed
     assert calls[0] == len(users) and len(calls) > 1, "the chunk was split before the breaker decided"
     systematic = result.log(CHUNK_FAILED_WHOLE)
     assert (systematic["level"], systematic["users"]) == ("error", len(users)), systematic
-    # The JSON line carries the exception logged with it (logging.json_line): type and message.
+    # The JSON line carries the exception logged with it (logging.json_line), traceback included.
     assert systematic["error"] == "InputDataError: x", systematic
+    assert systematic["traceback"].startswith("Traceback"), systematic
     assert retry_list(database_url) == []
     assert watermark(database_url) == before
     assert run_rows(database_url)[-1]["status"] == "failed"
+
+
+def test_a_small_split_chunk_whose_every_user_fails_only_lists_them(
+    database_url: str, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of a few users that all fail may just be a quiet night's retry-listed users: they
+    go back on the retry list, and the run completes."""
+    users, _ = prepare_failing_run(database_url, run_cli, 3)
+    counting_engine(monkeypatch, InputDataError("x"))
+
+    result = once(run_cli, database_url, "--full")
+
+    assert result.exit_code == 0, result.everything()
+    assert result.log("Batch job completed")["errors"] == len(users)
+    assert {entry["user_id"] for entry in retry_list(database_url)} == set(users)
 
 
 def infinite_users(url: str, users: int, bad_every: int, bad_count: int) -> tuple[list[str], list[str]]:

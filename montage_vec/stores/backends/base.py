@@ -31,6 +31,7 @@ class Dialect:
     # Complete statements where the fast plan differs per backend.
     mark_changed_items: str
     delete_replaced_items: str
+    current_lease: str  # statements.CURRENT_LEASE or its share-locking variant
     # Other sessions may write the source while a run reads it (a server, not a file this
     # process holds): open transactions hold the watermark back, and triggers can capture.
     concurrent_writers: bool = False

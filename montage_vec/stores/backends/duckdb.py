@@ -19,7 +19,7 @@ import polars as pl
 
 from montage_vec.config.secrets import redact
 from montage_vec.errors import RunLockedError, StoreError
-from montage_vec.stores import chunk_sql
+from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import Fault, FaultKind, first_line
 from montage_vec.stores.render import Keyword
@@ -31,6 +31,7 @@ DUCKDB = Dialect(
     extract_from_staged_users=True,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_JOIN,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_JOIN,
+    current_lease=statements.CURRENT_LEASE,
 )
 
 _KINDS: tuple[tuple[type[duckdb.Error], FaultKind], ...] = (

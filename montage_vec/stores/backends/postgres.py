@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import adbc_driver_postgresql.dbapi as dbapi
 import polars as pl
 
-from montage_vec.stores import chunk_sql
+from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import Fault, FaultKind, first_line, store_error
 from montage_vec.stores.render import Keyword
@@ -31,6 +31,7 @@ POSTGRES = Dialect(
     concurrent_writers=True,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_PROBE,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_ARRAY,
+    current_lease=statements.CURRENT_LEASE_SHARED,
     prepare_staged_chunk=chunk_sql.PREPARE_STAGED_CHUNK,
     analyze_chunk_tables=chunk_sql.ANALYZE_CHUNK_TABLES,
 )
