@@ -1,11 +1,28 @@
-"""Which database the job talks to, resolved from DATABASE_URL or the DB_* variables."""
+"""Which database the job talks to, resolved from DATABASE_URL or the DB_* variables.
+
+Passwords in DATABASE_URL. Operators paste generated passwords into DATABASE_URL without
+percent-encoding them (`postgresql://u:Zq9/xK7+Lm2pW4==@db/app`). libpq ends the userinfo at the
+first `/` or `@`, so it would read `Zq9` as a port, connect nowhere and quote pieces of the
+password in its error. A URL that is already a well-formed libpq URI is passed on untouched (a
+correctly encoded URL never changes meaning). Otherwise, when it holds an `@`, the userinfo is
+everything from after `postgresql://` up to the LAST `@` (a host never holds an `@`), the user
+name ends at its FIRST `:`, and user name and password are percent-encoded before libpq sees
+them, except for valid `%XX` escapes, which are kept: libpq decodes them, so in a URL `%41` means
+`A` and a literal `%` must be written `%25`. A URL counts as well-formed when its userinfo holds
+only characters valid there, its hosts and numeric ports are valid, its database name holds no
+`@`, its query is `key=value` pairs and it has no `#`: an `@` in a query value
+(`?application_name=me@host`) does not make a URL's credentials suspect. The password is
+registered as a secret in every form it may be printed in: as written, as encoded, as decoded.
+DB_PASSWORD is always taken literally (encoded whole, `%` included).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from montage_vec.config.relation import DEFAULT_SOURCE, RelationName
 from montage_vec.config.secrets import redact, register_secret
@@ -16,6 +33,17 @@ if TYPE_CHECKING:
 
 DEFAULT_DUCKDB_PATH = Path("montage.duckdb")
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+_SCHEME = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*):", re.I)
+# RFC 3986 userinfo: unreserved, sub-delims, ":" and %XX escapes.
+_USERINFO = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*")
+# libpq's host list: host[:port][,host[:port]]...; a host may be empty, [IPv6] or an encoded socket path.
+_HOST = r"(?:\[[0-9A-Za-z:.%]+\]|(?:[A-Za-z0-9._~!$&'()*+;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]+)?"
+_HOSTS = re.compile(rf"{_HOST}(?:,{_HOST})*")
+_PARAMETER = re.compile(r"[A-Za-z_]+=[^&]*")
+_URI_PARTS = re.compile(r"(?P<authority>[^/?]*)(?P<path>/[^?]*)?(?:\?(?P<query>.*))?", re.S)
+# In userinfo, keep unreserved characters and valid escapes; encode everything else.
+_NOT_KEPT = re.compile(r"%(?![0-9A-Fa-f]{2})|[^A-Za-z0-9._~%-]")
 
 
 @dataclass(frozen=True)
@@ -67,7 +95,9 @@ def _resolve_location(settings: Settings) -> DatabaseTarget:
 
 
 def _from_url(url: str, settings: Settings) -> DatabaseTarget:
-    scheme = urlsplit(url).scheme.lower()
+    # Not urlsplit: it refuses some unencoded passwords (a "[" reads as the start of an IPv6 host).
+    match = _SCHEME.match(url)
+    scheme = match.group("scheme").lower() if match else ""
     if scheme == "duckdb":
         # SQLAlchemy's convention: duckdb:///relative.duckdb and duckdb:////absolute/path.duckdb
         path = url[len("duckdb:///") :] if url.lower().startswith("duckdb:///") else ""
@@ -75,16 +105,65 @@ def _from_url(url: str, settings: Settings) -> DatabaseTarget:
             raise ConfigError("DATABASE_URL: a duckdb URL needs a file, e.g. duckdb:///montage.duckdb")
         return DatabaseTarget("duckdb", path, duckdb_memory_limit=settings.duckdb_memory_limit)
     if scheme in POSTGRES_SCHEMES:
+        url = normalise_postgres_url(url)
         return DatabaseTarget("postgresql", url, _read_replica_uri(settings, primary_url=url))
     shown = scheme or redact(url)
     raise ConfigError(f"DATABASE_URL: unsupported scheme {shown!r} (use duckdb:/// or postgresql://)")
+
+
+def normalise_postgres_url(url: str) -> str:
+    """The URL libpq should get for a postgresql:// DATABASE_URL (module doc); registers its password."""
+    scheme, _, rest = url.partition("://")
+    authority = _well_formed_authority(rest)
+    if authority is not None:
+        userinfo, at, _ = authority.rpartition("@")
+        if at:
+            _register_url_password(userinfo.partition(":")[2])
+        return url
+    userinfo, at, after = rest.rpartition("@")
+    if not at:
+        return url  # no credentials to repair; libpq's own error will say what is wrong
+    user, colon, password = userinfo.partition(":")
+    encoded = _encode_userinfo_part(password)
+    _register_url_password(password, encoded)
+    return f"{scheme}://{_encode_userinfo_part(user)}{colon}{encoded}@{after}"
+
+
+def _well_formed_authority(rest: str) -> str | None:
+    """The authority (`user:password@hosts`) of a URL libpq already reads as meant, else None.
+
+    `rest` is the URL after `scheme://`.
+    """
+    parts = _URI_PARTS.fullmatch(rest)
+    if parts is None or "#" in rest:
+        return None
+    authority: str = parts.group("authority")
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and not _USERINFO.fullmatch(userinfo):
+        return None
+    if not _HOSTS.fullmatch(hosts) or "@" in (parts.group("path") or ""):
+        return None
+    query = parts.group("query")
+    if query and not all(_PARAMETER.fullmatch(pair) for pair in query.split("&")):
+        return None
+    return authority
+
+
+def _encode_userinfo_part(text: str) -> str:
+    return _NOT_KEPT.sub(lambda m: quote(m.group(), safe="", errors="surrogateescape"), text)
+
+
+def _register_url_password(*forms: str) -> None:
+    for form in forms:
+        register_secret(form)
+        register_secret(unquote(form))  # what libpq uses, and may print
 
 
 def _postgres_uri(settings: Settings, host: str) -> str:
     password = settings.db_password.get_secret_value() if settings.db_password else None
     credentials = quote(settings.db_user, safe="")
     if password:
-        encoded = quote(password, safe="")
+        encoded = quote(password, safe="", errors="surrogateescape")
         register_secret(password)
         register_secret(encoded)
         credentials += ":" + encoded
