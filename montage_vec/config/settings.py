@@ -10,11 +10,10 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, ByteSize, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from montage_vec.config.database import DatabaseTarget, resolve_database
@@ -119,6 +118,8 @@ class Settings(BaseSettings):
     cache_ttl: Duration = timedelta(hours=1)
     user_id_filter: CsvList = Field(default_factory=list)
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
+    # A chunk whose check-ins would take the process past this logs a warning (job/memory.py).
+    montage_memory_budget: ByteSize = ByteSize(2**30)
     # The breaker: a run in which more of its users fail than this fails itself (README, Reliability).
     montage_max_failed_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     montage_shard: str = "0/1"
@@ -245,10 +246,7 @@ def load_settings(**overrides: Any) -> Settings:
     for secret in (settings.db_password, settings.checkin_service_api_key, settings.user_service_api_key):
         if secret is not None:
             register_secret(secret.get_secret_value())
-    if settings.database_url is not None:
-        url_password = urlsplit(settings.database_url.get_secret_value()).password
-        register_secret(url_password)
-        register_secret(unquote(url_password) if url_password else None)
+    # DATABASE_URL's password, in every form, was registered while database() resolved it.
     return settings
 
 

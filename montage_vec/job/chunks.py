@@ -47,6 +47,7 @@ class ChunkContext:
     dry_run: bool = False
     analytics: bool = True
     lease: Lease | None = None  # the run's hold on its shard, checked by every write
+    checkin_budget: int | None = None  # check-ins a chunk may hold within MONTAGE_MEMORY_BUDGET
 
 
 @dataclass
@@ -139,6 +140,14 @@ def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, c
     started = time.perf_counter()
     checkins, unsupported = _without_unsupported_times(source.extract_checkins(user_ids))
     extracted = time.perf_counter()
+    if context.checkin_budget is not None and checkins.height > context.checkin_budget:
+        logger.bind(job_id=context.job_id).warning(
+            "this chunk holds more check-ins than MONTAGE_MEMORY_BUDGET allows for (README, Memory); "
+            "lower MONTAGE_BATCH_SIZE if the process runs out of memory",
+            users=len(user_ids),
+            checkins=checkins.height,
+            checkin_budget=context.checkin_budget,
+        )
     montage_set = compute_montages(checkins, context.as_of, context.params)
     computed = time.perf_counter()
     result.checkins = checkins.height

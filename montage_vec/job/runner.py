@@ -32,6 +32,7 @@ from montage_vec.errors import (
 from montage_vec.job.backoff import RetryPolicy
 from montage_vec.job.chunks import ChunkContext, ChunkResult
 from montage_vec.job.control import RunControl
+from montage_vec.job.memory import chunk_checkin_budget
 from montage_vec.job.observer import Observers, RunObserver
 from montage_vec.job.plan import (
     CandidatePlan,
@@ -209,6 +210,7 @@ class _Run:
             dry_run=self.options.dry_run,
             analytics=self.settings.enable_analytics,
             lease=hold.lease,
+            checkin_budget=chunk_checkin_budget(self.settings.montage_memory_budget, self.settings.chunk_workers()),
         )
         first_error: BaseException | None = None
         total_chunks = -(-len(users) // self.settings.montage_batch_size)

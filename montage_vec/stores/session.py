@@ -1,29 +1,26 @@
 """The one SQL session over either backend, and the Store that hands sessions out.
 
-Every statement the two databases share lives here once; the backend's `Connection`
-only runs SQL, stages frames and reads its own errors. Every operation is one unit of
-work: a transaction whose driver errors are classified by `faults.store_error`, so the
-job sees the same StoreError for the same fault on DuckDB and PostgreSQL.
+Every statement the two databases share is run from here once (units of work and rendering
+in sql_core.py, a run's bookkeeping in bookkeeping.py); the backend's `Connection` only runs
+SQL, stages frames and reads its own errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import Any
 
 import polars as pl
 from loguru import logger
 
 from montage_vec.engine.schema import CHECKIN_SCHEMA
-from montage_vec.errors import DataStoreError, LeaseLostError, MontageVecError
+from montage_vec.errors import DataStoreError
 from montage_vec.stores import change_sql, chunk_sql, setup, source, statements
-from montage_vec.stores.backends.base import Backend, Connection, Dialect
-from montage_vec.stores.faults import Fault, FaultKind, store_error
-from montage_vec.stores.records import ChunkWrite, Lease, RunRecord, WriteOutcome
-from montage_vec.stores.render import Snapshot, SqlValue, Timestamp, UuidArray, render
+from montage_vec.stores.backends.base import Backend, Dialect
+from montage_vec.stores.bookkeeping import RunBookkeeping
+from montage_vec.stores.records import ChunkWrite, WriteOutcome
+from montage_vec.stores.render import Snapshot, Timestamp, UuidArray
 from montage_vec.stores.tables import Tables
 
 UNIQUE_VIOLATION = "23505"
@@ -43,10 +40,6 @@ SELECT "kind", "interest", "position", "checkin_id", "checkin_created_at"::VARCH
 FROM ({statements.USER_ITEMS}) AS "shown"
 ORDER BY "kind", "interest", "position"
 """  # noqa: S608 - built once from constants
-
-
-def run_lock(shard: str) -> str:
-    return f"run/{shard}"
 
 
 def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
@@ -69,78 +62,10 @@ def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
     )
 
 
-class SqlSession:
+class SqlSession(RunBookkeeping):
     """A JobStore, AdminStore and CheckinSource on one connection; use from one thread, as a context manager."""
 
-    def __init__(self, connection: Connection, tables: Tables | None = None) -> None:
-        self._connection = connection
-        self._dialect = connection.dialect
-        self._tables = tables or Tables()
-        self._values: dict[str, SqlValue] = {
-            **self._tables.placeholders(),
-            "json": self._dialect.json_type,
-            "json_object": self._dialect.json_object,
-        }
-
-    @property
-    def connection(self) -> Connection:
-        return self._connection
-
-    @property
-    def dialect(self) -> Dialect:
-        return self._dialect
-
-    @property
-    def tables(self) -> Tables:
-        return self._tables
-
-    def __enter__(self) -> SqlSession:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._connection.close()
-
-    # -- locking and schema -------------------------------------------------------------------
-
-    def try_lock_run(self, shard: str) -> bool:
-        with self.unit():
-            return self._connection.try_lock(run_lock(shard))
-
-    def take_lease(self, shard: str, job_id: str, now: datetime) -> Lease:
-        """The shard's next fencing token, for the run that just took the shard's lock."""
-        with self.unit(write=True):
-            [(token,)] = self.run(statements.TAKE_LEASE, [shard, job_id, now])
-        return Lease(shard, int(token), job_id)
-
-    def holds_lease(self, lease: Lease) -> bool:
-        """Whether no other run took the shard's lease since `lease` was taken."""
-        with self.unit():
-            return self._lease_token(lease.shard) == lease.token
-
-    def abandon_runs(self, shard: str, job_id: str, now: datetime) -> list[RunRecord]:
-        """Mark the shard's runs other than `job_id` that are still `running` as `abandoned`.
-
-        Call while holding the shard's lock: no live run of the shard can then be `running`.
-        Each gets its `montage.batch_job.failed` event, as if it had ended itself.
-        """
-        with self.unit(write=True):
-            rows = self.run(statements.RUNS_LEFT_RUNNING, [shard, job_id])
-            abandoned = [RunRecord(**dict(zip(statements.RUN_COLUMNS, row, strict=True))) for row in rows]
-            for record in abandoned:
-                record.status, record.finished_at = "abandoned", now
-                record.message = f"abandoned: its process ended without recording an outcome; found by {job_id}"
-                self._record_run(record)
-        return abandoned
-
-    def holds_run_lock(self, shard: str) -> bool:
-        try:
-            with self.unit():
-                return self._connection.holds_lock(run_lock(shard))
-        except MontageVecError:
-            return False
+    # -- schema -------------------------------------------------------------------
 
     def ping(self) -> None:
         with self.unit():
@@ -170,19 +95,19 @@ class SqlSession:
     # -- planning -----------------------------------------------------------------------------
 
     def latest_data_time(self, not_after: datetime) -> datetime | None:
-        return self._scalar(statements.LATEST_DATA_TIME, [not_after])  # type: ignore[no-any-return]
+        return self.scalar(statements.LATEST_DATA_TIME, [not_after])  # type: ignore[no-any-return]
 
     def changed_users(self, since: datetime) -> pl.Series:
-        return self._users(statements.CHANGED_USERS, since=Timestamp(since))
+        return self.users(statements.CHANGED_USERS, since=Timestamp(since))
 
     def all_users(self) -> pl.Series:
-        return self._users(statements.CHECKIN_USERS)
+        return self.users(statements.CHECKIN_USERS)
 
     def revisit_users(self, as_of: datetime) -> pl.Series:
-        return self._users(statements.REVISIT_USERS, as_of=Timestamp(as_of))
+        return self.users(statements.REVISIT_USERS, as_of=Timestamp(as_of))
 
     def montage_users(self) -> pl.Series:
-        return self._users(statements.MONTAGE_USERS)
+        return self.users(statements.MONTAGE_USERS)
 
     # -- change capture (README, "Change capture") ----------------------------------------------
 
@@ -193,52 +118,22 @@ class SqlSession:
         """The snapshot whose captured changes a run consumes; None without a change table (DuckDB)."""
         if not self._dialect.concurrent_writers:
             return None
-        return Snapshot(self._scalar(change_sql.CURRENT_SNAPSHOT))
-
-    def last_completed_as_of(self, shard: str) -> datetime | None:
-        return self._scalar(statements.LAST_COMPLETED_AS_OF, [shard])  # type: ignore[no-any-return]
-
-    def runs_since_reconciled(self, shard: str) -> int:
-        return int(self._scalar(statements.RUNS_SINCE_RECONCILED, [shard]))
+        return Snapshot(self.scalar(change_sql.CURRENT_SNAPSHOT))
 
     def captured_users(self, snapshot: Snapshot) -> pl.Series:
-        return self._users(change_sql.CAPTURED_USERS, snapshot=snapshot)
+        return self.users(change_sql.CAPTURED_USERS, snapshot=snapshot)
 
     def oldest_open_transaction(self) -> datetime | None:
         """When the oldest other open transaction began; None without one (or on DuckDB)."""
         if not self._dialect.concurrent_writers:
             return None
-        return self._scalar(change_sql.OLDEST_OPEN_TRANSACTION)  # type: ignore[no-any-return]
+        return self.scalar(change_sql.OLDEST_OPEN_TRANSACTION)  # type: ignore[no-any-return]
 
     def reconcile_users(self, privacy_included: Sequence[str]) -> pl.Series:
         """Users whose stored montages disagree with the source in ways `updated_at` cannot show."""
         with self.unit():
             self._connection.stage("stage_privacy", pl.DataFrame({"privacy": sorted(privacy_included)}))
             return self._connection.fetch_frame(self.sql(change_sql.RECONCILE_USERS))["user_id"]
-
-    def save_progress(
-        self,
-        shard: str,
-        watermark: datetime | None,
-        job_id: str,
-        snapshot: Snapshot | None,
-        consumed: pl.Series,
-        lease: Lease | None = None,
-    ) -> None:
-        """Move the watermark and delete the consumed changes, in one transaction."""
-        with self.unit(write=True):
-            self._check_lease(lease)
-            if watermark is not None:
-                self.run(statements.SAVE_WATERMARK, [shard, watermark, job_id, datetime.now(UTC)])
-            if snapshot is not None:
-                self._connection.stage("stage_consumed", pl.DataFrame({"user_id": consumed.cast(pl.String)}))
-                self.run(change_sql.PRUNE_CONSUMED_CHANGES, snapshot=snapshot)
-
-    def read_watermark(self, shard: str) -> datetime | None:
-        return self._scalar(statements.READ_WATERMARK, [shard])  # type: ignore[no-any-return]
-
-    def save_watermark(self, shard: str, watermark: datetime, job_id: str) -> None:
-        self.save_progress(shard, watermark, job_id, None, pl.Series("user_id", [], dtype=pl.String))
 
     # -- chunks -------------------------------------------------------------------------------
 
@@ -282,23 +177,6 @@ class SqlSession:
             changed_users = self._connection.fetch_frame(chunk_sql.SELECT_CHANGED_USERS)["user_id"].to_list()
         return WriteOutcome(int(written), int(removed), sorted(changed_users))
 
-    def record_failures(
-        self, failures: pl.DataFrame, job_id: str, failed_at: datetime, lease: Lease | None = None
-    ) -> None:
-        with self.unit(write=True):
-            self._check_lease(lease)
-            self._connection.stage("stage_failures", failures)
-            self.run(statements.RECORD_FAILURES, [job_id, failed_at])
-
-    def record_run(self, run: RunRecord) -> None:
-        with self.unit(write=True):
-            self._record_run(run)
-
-    def _record_run(self, run: RunRecord) -> None:
-        event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
-        self.run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
-        self.run(statements.RECORD_JOB_EVENT, event)
-
     # -- demo and inspection ------------------------------------------------------------------
 
     def load_checkins(self, checkins: pl.DataFrame) -> int:
@@ -321,66 +199,7 @@ class SqlSession:
         return montages, items
 
     def user_with_most_interests(self) -> str | None:
-        return self._scalar(statements.USER_WITH_MOST_INTERESTS)  # type: ignore[no-any-return]
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _check_lease(self, lease: Lease | None) -> None:
-        """LeaseLostError unless `lease` is still the shard's (inside the caller's transaction)."""
-        if lease is None:
-            return
-        current = self._lease_token(lease.shard)
-        if current != lease.token:
-            raise LeaseLostError(
-                f"run {lease.job_id} lost shard {lease.shard} to another run (lease {current}, its own "
-                f"{lease.token}); it writes nothing more"
-            )
-
-    def _lease_token(self, shard: str) -> int | None:
-        rows = self.run(self._dialect.current_lease, [shard])
-        return int(rows[0][0]) if rows else None
-
-    @contextmanager
-    def unit(self, *, write: bool = False) -> Iterator[None]:
-        """One transaction; a driver error leaves it as the classified StoreError."""
-        try:
-            with self._connection.transaction(write=write):
-                yield
-        except MontageVecError:
-            raise
-        except Exception as exc:
-            fault = self._connection.fault(exc)
-            if fault is None:
-                raise
-            if write and fault.unclassified and self._alive():
-                # No SQLSTATE, yet the connection works: the rows broke the write (e.g. a value
-                # the driver cannot encode for COPY). Retrying cannot help; splitting the chunk can.
-                fault = Fault(FaultKind.DATA, f"write failed on a live connection: {fault.message}")
-            raise store_error(fault) from None
-
-    def _alive(self) -> bool:
-        try:
-            with self._connection.transaction(write=False):
-                self._connection.execute(statements.PING)
-        except Exception:
-            return False
-        return True
-
-    def sql(self, template: str, **values: SqlValue) -> str:
-        return render(template, self._dialect.name, {**self._values, **values})
-
-    def run(self, template: str, parameters: Sequence[Any] = (), **values: SqlValue) -> list[tuple[Any, ...]]:
-        return self._connection.execute(self.sql(template, **values), parameters)
-
-    def _scalar(self, template: str, parameters: Sequence[Any] = ()) -> Any:
-        with self.unit():
-            rows = self.run(template, parameters)
-        return rows[0][0] if rows else None
-
-    def _users(self, template: str, **values: SqlValue) -> pl.Series:
-        sql = self.sql(template, **values)
-        with self.unit():
-            return self._connection.fetch_frame(sql)["user_id"]
+        return self.scalar(statements.USER_WITH_MOST_INTERESTS)  # type: ignore[no-any-return]
 
 
 class Store:

@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "user_id_filter": [],
     "chunk_retry_attempts": 3,
     "montage_max_failed_fraction": 0.01,
+    "montage_memory_budget": 2**30,
     "db_reconnect_timeout": timedelta(seconds=60),
     "montage_max_clock_skew": timedelta(days=1),
     "montage_shard": "0/1",

@@ -40,6 +40,10 @@ from tests.support.database import execute, sql_literal
 
 TRANSIENT_RETRY = "transient error; retrying the chunk on a new connection"
 CHUNK_FAILED_WHOLE = "every user of a split chunk failed: a systematic error, not bad data"
+MEMORY_WARNING = (
+    "this chunk holds more check-ins than MONTAGE_MEMORY_BUDGET allows for (README, Memory); "
+    "lower MONTAGE_BATCH_SIZE if the process runs out of memory"
+)
 
 
 def users_with_checkins(url: str, how_many: int, per_user: int = 3) -> tuple[list[str], list[dict[str, Any]]]:
@@ -261,3 +265,17 @@ def test_fewer_failures_than_the_minimum_never_trip_the_breaker(database_url: st
     assert {entry["user_id"] for entry in retries} == set(bad)
     assert all("created_at infinity" in entry["error"] for entry in retries), retries
     assert watermark(database_url) is not None
+
+
+def test_a_chunk_beyond_the_memory_budget_says_so_before_it_is_computed(database_url: str, run_cli: RunCli) -> None:
+    """An out-of-memory kill records nothing, so the chunk that may cause it logs its size first."""
+    users_with_checkins(database_url, 30, per_user=20)
+    tight = {"MONTAGE_MEMORY_BUDGET": "180MiB"}  # the model's base alone: no check-in fits
+
+    roomy = once(run_cli, database_url, "--full", "--batch-size", "10")
+    warned = once(run_cli, database_url, "--full", "--batch-size", "50", env=tight)
+
+    assert MEMORY_WARNING not in roomy.messages()
+    line = warned.log(MEMORY_WARNING)
+    assert (line["users"], line["checkins"], line["checkin_budget"]) == (30, 600, 0), line
+    assert warned.exit_code == 0, warned.everything()

@@ -1,0 +1,27 @@
+"""The job's memory model, and how many check-ins a chunk may hold within MONTAGE_MEMORY_BUDGET.
+
+A run's peak memory is a base (the interpreter, Polars, PyArrow, the driver) plus what each
+chunk in flight holds at once: its check-ins as Arrow and Polars frames, the tag rows, the
+montages and items, and the staged copies of those. All of it grows with the chunk's
+check-ins, so
+
+    peak RSS ~ BASE_BYTES + BYTES_PER_CHECKIN x check-ins per chunk x chunks in flight
+
+Both numbers come from the benchmark's batch-size sweep (benchmarks/results.md, 100,000
+users, 20 check-ins each, PostgreSQL): 204 MiB at 20,000 check-ins per chunk and 409 MiB at
+200,000 with one chunk in flight, 240 and 632 MiB with two. Longer texts and more tags per
+check-in cost more; the model is a warning threshold, not a guarantee.
+
+An out-of-memory kill records nothing itself (the next run marks it `abandoned`), so the
+chunk that is about to exceed the budget says so in the log first, with its size.
+"""
+
+from __future__ import annotations
+
+BASE_BYTES = 180 * 2**20
+BYTES_PER_CHECKIN = 1200
+
+
+def chunk_checkin_budget(memory_budget: int, chunks_in_flight: int) -> int:
+    """The most check-ins one chunk may hold for the run to stay within `memory_budget` bytes."""
+    return max(0, memory_budget - BASE_BYTES) // (BYTES_PER_CHECKIN * max(1, chunks_in_flight))
