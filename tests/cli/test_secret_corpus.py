@@ -164,11 +164,6 @@ def test_an_unencoded_password_with_slash_and_at_still_connects(run_cli: RunCli)
         assert once.log("Batch job completed")["processed"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="montage_vec/config/settings.py load_settings() parses the raw DATABASE_URL again with urlsplit, "
-    "whose ValueError for a '[' in the netloc quotes the bracketed part of the password",
-)
 def test_a_password_with_brackets_is_not_quoted(run_cli: RunCli) -> None:
     password = "p4ss[w0rd]"
     result = run_cli("health", env={"DATABASE_URL": f"postgresql://root:{password}@127.0.0.1:{free_port()}/x"})
