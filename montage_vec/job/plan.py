@@ -165,6 +165,21 @@ def plan_run(
     return replace(plan, rewound=rewound)
 
 
+def plan_warnings(plan: CandidatePlan, settings: Settings) -> list[str]:
+    """What the run's log should warn about its plan."""
+    warnings = []
+    if plan.rewound:
+        warnings.append(
+            "as_of is earlier than the shard's last completed run's; running in full to restore what that run aged out"
+        )
+    if plan.capture.mode == "watermark" and settings.montage_max_items < settings.montage_min_interest_occurrence:
+        warnings.append(
+            "MONTAGE_MAX_ITEMS < MONTAGE_MIN_INTEREST_OCCURRENCE: in watermark mode a hard delete can leave "
+            "an interest that no longer qualifies (README, Reconciliation); the capture triggers see it"
+        )
+    return warnings
+
+
 def _rewinds(last_as_of: datetime | None, as_of: datetime) -> bool:
     """Whether this run's as_of is earlier than the shard's last completed run's.
 

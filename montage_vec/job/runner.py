@@ -27,7 +27,6 @@ from montage_vec.errors import (
     RunInterrupted,
     RunLockedError,
     SchemaNotMigratedError,
-    TooManyFailedUsers,
 )
 from montage_vec.job.backoff import RetryPolicy
 from montage_vec.job.chunks import ChunkContext, ChunkResult
@@ -44,16 +43,15 @@ from montage_vec.job.plan import (
     new_job_id,
     next_watermark,
     plan_run,
+    plan_warnings,
     utc_now,
 )
 from montage_vec.job.retries import process_with_retries
 from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.shard_lock import ShardLock
-from montage_vec.job.summary import RunSummary, run_record
+from montage_vec.job.summary import RunSummary, log_chunk, run_record, too_many_failed
 from montage_vec.stores import SqlSession, Store
 from montage_vec.stores.interfaces import CheckinSource
-
-MIN_FAILED_USERS_TO_TRIP = 10
 
 
 def run_job(
@@ -182,21 +180,9 @@ class _Run:
 
     def _plan(self, session: SqlSession, database_source: bool) -> CandidatePlan:
         plan = plan_run(session, self.settings, self.options, self.summary, self.shard, database_source)
-        if plan.rewound:
-            self.log.warning(
-                "as_of is earlier than the shard's last completed run's; running in full to restore what that "
-                "run aged out",
-                as_of=self.summary.as_of.isoformat(),
-            )
         self.summary.reconciled = plan.mode == "incremental" and plan.reconcile
-        if (
-            plan.capture.mode == "watermark"
-            and self.settings.montage_max_items < self.settings.montage_min_interest_occurrence
-        ):
-            self.log.warning(
-                "MONTAGE_MAX_ITEMS < MONTAGE_MIN_INTEREST_OCCURRENCE: in watermark mode a hard delete can leave "
-                "an interest that no longer qualifies (README, Reconciliation); the capture triggers see it"
-            )
+        for warning in plan_warnings(plan, self.settings):
+            self.log.warning(warning, as_of=self.summary.as_of.isoformat())
         return plan
 
     def _process_all(self, hold: ShardLock, users: pl.Series, source: CheckinSource | None) -> None:
@@ -227,9 +213,11 @@ class _Run:
                         self.control.request_stop("failed")
                     continue
                 self.summary.add_chunk(result)
-                self._log_chunk(number, total_chunks, result)
+                log_chunk(self.log, number, total_chunks, result, self.options.dry_run)
                 self.observers.chunk_finished(self.summary, result)
-                if first_error is None and (tripped := self._breaker(len(users))) is not None:
+                fraction = self.settings.montage_max_failed_fraction
+                if first_error is None and (tripped := too_many_failed(self.summary, fraction)) is not None:
+                    self.log.error("too many users failed; stopping the run", failed=len(self.summary.totals.failures))
                     first_error = tripped
                     self.control.request_stop("failed")
         if first_error is not None:
@@ -273,24 +261,6 @@ class _Run:
             for finished in done:
                 yield in_flight.pop(finished), finished
 
-    def _breaker(self, candidates: int) -> TooManyFailedUsers | None:
-        """An error once more users failed than MONTAGE_MAX_FAILED_FRACTION of the run's allows.
-
-        Below MIN_FAILED_USERS_TO_TRIP failures the fraction is not applied: one bad user is
-        more than 1 % of a quiet night's 50 changed users, and failing that run would hold the
-        watermark back for everyone, night after night, until the candidates outnumber it.
-        """
-        failed = len(self.summary.totals.failures)
-        allowed = self.settings.montage_max_failed_fraction * candidates
-        if failed < MIN_FAILED_USERS_TO_TRIP or failed <= allowed:
-            return None
-        first_user, first_error = self.summary.totals.failures[0]
-        self.log.error("too many users failed; stopping the run", failed=failed, candidates=candidates)
-        return TooManyFailedUsers(
-            f"{failed} of {candidates} users failed, more than MONTAGE_MAX_FAILED_FRACTION="
-            f"{self.settings.montage_max_failed_fraction} allows; first: user {first_user}: {first_error}"
-        )
-
     def _stopped(self, candidates: int) -> RunInterrupted:
         """Some chunks never ran because a stop was requested."""
         status = self.control.reason or "interrupted"
@@ -319,19 +289,6 @@ class _Run:
                 fresh.record_run(record)
         except Exception as exc:
             self.log.error("could not record the run in the run log", error=redact(str(exc)))
-
-    def _log_chunk(self, number: int, total: int, result: ChunkResult) -> None:
-        self.log.info(
-            "chunk computed (dry run)" if self.options.dry_run else "chunk committed",
-            chunk=number,
-            chunks=total,
-            users=result.users,
-            checkins=result.checkins,
-            errors=len(result.failures),
-            montages_written=result.montages_written,
-            montages_removed=result.montages_removed,
-            stage_seconds={stage: round(spent, 3) for stage, spent in result.seconds.items()},
-        )
 
 
 def _status_of(error: BaseException) -> str:

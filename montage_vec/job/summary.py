@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from montage_vec.config.durations import format_duration
 from montage_vec.config.secrets import redact
+from montage_vec.errors import TooManyFailedUsers
 from montage_vec.job.chunks import ChunkResult
 from montage_vec.stores.records import RunRecord
+
+if TYPE_CHECKING:
+    from loguru import Logger
 
 
 @dataclass
@@ -75,6 +79,39 @@ class RunSummary:
             "stage_seconds": {stage: round(spent, 3) for stage, spent in totals.seconds.items()},
             **failure,
         }
+
+
+# Fewer failed users never trip the breaker (README, "The breaker"): one bad user is more
+# than 1 % of a quiet night's 50 changed users, and failing that run would hold the watermark
+# back for everyone, night after night, until the candidates outnumber it.
+MIN_FAILED_USERS_TO_TRIP = 10
+
+
+def too_many_failed(summary: RunSummary, max_fraction: float) -> TooManyFailedUsers | None:
+    """The breaker's error once more of the run's candidates failed than `max_fraction` allows."""
+    failed = len(summary.totals.failures)
+    if failed < MIN_FAILED_USERS_TO_TRIP or failed <= max_fraction * summary.candidates:
+        return None
+    first_user, first_error = summary.totals.failures[0]
+    return TooManyFailedUsers(
+        f"{failed} of {summary.candidates} users failed, more than MONTAGE_MAX_FAILED_FRACTION={max_fraction} "
+        f"allows; first: user {first_user}: {first_error}"
+    )
+
+
+def log_chunk(log: Logger, number: int, total: int, result: ChunkResult, dry_run: bool) -> None:
+    """A chunk's line: its place in the run, its counts and where its time went."""
+    log.info(
+        "chunk computed (dry run)" if dry_run else "chunk committed",
+        chunk=number,
+        chunks=total,
+        users=result.users,
+        checkins=result.checkins,
+        errors=len(result.failures),
+        montages_written=result.montages_written,
+        montages_removed=result.montages_removed,
+        stage_seconds={stage: round(spent, 3) for stage, spent in result.seconds.items()},
+    )
 
 
 def log_outcome(summary: RunSummary) -> None:

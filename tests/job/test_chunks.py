@@ -19,7 +19,7 @@ import pytest
 
 from montage_vec.errors import InputDataError
 from montage_vec.job import chunks
-from montage_vec.job.runner import MIN_FAILED_USERS_TO_TRIP
+from montage_vec.job.summary import MIN_FAILED_USERS_TO_TRIP
 from tests.support.cli import CliResult, RunCli, run_once
 from tests.support.data import (
     AS_OF,
