@@ -217,7 +217,8 @@ class _Run:
                 self.observers.chunk_finished(self.summary, result)
                 fraction = self.settings.montage_max_failed_fraction
                 if first_error is None and (tripped := too_many_failed(self.summary, fraction)) is not None:
-                    self.log.error("too many users failed; stopping the run", failed=len(self.summary.totals.failures))
+                    failed, candidates = len(self.summary.totals.failures), self.summary.candidates
+                    self.log.error("too many users failed; stopping the run", failed=failed, candidates=candidates)
                     first_error = tripped
                     self.control.request_stop("failed")
         if first_error is not None:
