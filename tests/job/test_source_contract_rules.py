@@ -46,11 +46,12 @@ def test_recased_privacy_counts_and_a_check_in_in_both_halves_of_a_union_counts_
         "CREATE VIEW app.checkins AS SELECT * FROM app.checkins_live UNION ALL SELECT * FROM app.checkins_archive",
     )
     copied_user, cased_user = sorted(new_id() for _ in range(2))
-    copied = checkin(copied_user, AS_OF - days(1), tags=["coffee"], text_content="new", updated_at=AS_OF - days(1))
+    copied = checkin(copied_user, AS_OF - days(1), tags=["coffee"], text_content="updated", updated_at=AS_OF - days(1))
     live = [copied, checkin(copied_user, AS_OF - days(2), tags=["coffee"])]
     live += [checkin(cased_user, AS_OF - days(n), privacy=privacy) for n, privacy in ((1, "Public"), (2, " FRIENDS"))]
-    # The archive still holds an older version of `copied`: the same id, updated earlier.
-    archived = {**copied, "text_content": "old", "updated_at": AS_OF - days(3)}
+    # The archive still holds an older version of `copied`: the same id, updated earlier. Only
+    # updated_at picks the live copy: the tie-break after it would take "original" < "updated".
+    archived = {**copied, "text_content": "original", "updated_at": AS_OF - days(3)}
     insert(url, "app.checkins_live", live)
     insert(url, "app.checkins_archive", [archived])
     env = {"MONTAGE_SOURCE": "app.checkins"}
@@ -62,7 +63,7 @@ def test_recased_privacy_counts_and_a_check_in_in_both_halves_of_a_union_counts_
     # Two distinct coffee check-ins are fewer than MIN_OCCURRENCE (3): no interest montage.
     assert [(m[0], m[1], m[3]) for m in montages] == [(copied_user, "general", 2), (cased_user, "general", 2)]
     shown = {(item[0], item[4]): json.loads(item[7]) for item in items}
-    assert shown[(copied_user, copied["id"])]["text"] == "new"
+    assert shown[(copied_user, copied["id"])]["text"] == "updated"
     assert [shown[(cased_user, row["id"])]["privacy"] for row in live[2:]] == ["public", "friends"]
 
     # Reconciliation judges the stored levels as the engine does: nobody to recompute, until
