@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from montage_vec.config import Settings
+from montage_vec.config import Settings, secrets
 from tests.support.cli import CliResult, RunCli, parse_logs
 from tests.support.database import postgres_database
 
@@ -37,6 +37,13 @@ def default_log_sink() -> Iterator[None]:
     yield
     logger.remove()
     logger.add(sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def own_secret_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets a test registers are masked for that test only: registration is process-wide, and a
+    short test secret (an API key "key") would mask that word in every later test's messages."""
+    monkeypatch.setattr(secrets, "_registry", secrets._Registry())
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def plan_run(
         capture = replace(capture, snapshot=store.capture_snapshot())
     every = settings.reconcile_every(capture.mode)
     reconcile = database_source and (every == 1 or store.runs_since_reconciled(shard.key) + 1 >= every)
-    rewound = not options.user_ids and _rewinds(store.last_completed_as_of(shard.key), summary.as_of)
+    rewound = not options.user_ids and _rewinds(store.furthest_as_of(shard.key), summary.as_of)
     if rewound:
         options = replace(options, full=True)
     plan = plan_candidates(
@@ -170,7 +170,7 @@ def plan_warnings(plan: CandidatePlan, settings: Settings) -> list[str]:
     warnings = []
     if plan.rewound:
         warnings.append(
-            "as_of is earlier than the shard's last completed run's; running in full to restore what that run aged out"
+            "as_of is earlier than a run's since the shard's last full run; running in full to restore what it aged out"
         )
     if plan.capture.mode == "watermark" and settings.montage_max_items < settings.montage_min_interest_occurrence:
         warnings.append(
@@ -180,13 +180,14 @@ def plan_warnings(plan: CandidatePlan, settings: Settings) -> list[str]:
     return warnings
 
 
-def _rewinds(last_as_of: datetime | None, as_of: datetime) -> bool:
-    """Whether this run's as_of is earlier than the shard's last completed run's.
+def _rewinds(furthest_as_of: datetime | None, as_of: datetime) -> bool:
+    """Whether a run since the shard's last full one wrote at a later as_of than this run's.
 
-    That run (an `--as-of` in the future) aged out interests that are current again now, and
-    an incremental run revisits only users with changes: a full run restores everyone's.
+    That run (an `--as-of` in the future, even one that died after a few chunks) aged out
+    interests that are current again now, and an incremental run revisits only users with
+    changes: a full run restores everyone's.
     """
-    return last_as_of is not None and as_of < last_as_of
+    return furthest_as_of is not None and as_of < furthest_as_of
 
 
 def find_candidates(

@@ -64,8 +64,8 @@ class RunBookkeeping(SqlCore):
                 self._record_run(record)
         return abandoned
 
-    def last_completed_as_of(self, shard: str) -> datetime | None:
-        return self.scalar(statements.LAST_COMPLETED_AS_OF, [shard])  # type: ignore[no-any-return]
+    def furthest_as_of(self, shard: str) -> datetime | None:
+        return self.scalar(statements.FURTHEST_AS_OF, [shard])  # type: ignore[no-any-return]
 
     def runs_since_reconciled(self, shard: str) -> int:
         return int(self.scalar(statements.RUNS_SINCE_RECONCILED, [shard]))

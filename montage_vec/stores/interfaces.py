@@ -57,8 +57,8 @@ class JobStore(Protocol):
         """The current snapshot: the changes committed before it are the ones a run consumes
         (None when the database captures no changes)."""
 
-    def last_completed_as_of(self, shard: str) -> datetime | None:
-        """The as_of of the shard's latest completed run (None before the first)."""
+    def furthest_as_of(self, shard: str) -> datetime | None:
+        """The latest as_of of the shard's runs since its last completed full run (None before any)."""
 
     def runs_since_reconciled(self, shard: str) -> int:
         """Completed incremental runs of the shard since its last reconciled or full run."""

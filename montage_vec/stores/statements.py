@@ -41,9 +41,14 @@ UNION
 SELECT "user_id"::VARCHAR FROM {montage_retry_users}
 """
 
-LAST_COMPLETED_AS_OF = """
-SELECT "as_of" FROM {montage_job_runs} WHERE "shard" = $1 AND "status" = 'completed'
-ORDER BY "started_at" DESC LIMIT 1
+# The latest as_of any run of the shard may have written at since its last completed full
+# run (which recomputed everyone): a run that died after some chunks still wrote at its as_of.
+FURTHEST_AS_OF = """
+SELECT max("as_of") FROM {montage_job_runs}
+WHERE "shard" = $1 AND "started_at" >= coalesce(
+    (SELECT max("started_at") FROM {montage_job_runs}
+     WHERE "shard" = $1 AND "status" = 'completed' AND "mode" = 'full'),
+    TIMESTAMPTZ '1970-01-01 00:00:00+00')
 """
 
 # Completed incremental runs of a shard since its last reconciled (or full) run.

@@ -3,9 +3,10 @@
 An as_of more than MONTAGE_MAX_CLOCK_SKEW (default one day) ahead of the real clock would
 age out interests that are still current, so it is refused as a setting (exit 2, nothing
 written) unless `--allow-future`; one before 1970 is refused the same way (it used to end
-in an unexpected OverflowError). And when a run's as_of is earlier than the shard's last
-completed run's (after a run in the future), the run widens to a full one, which brings
-back the interests that run aged out; an incremental run would only revisit changed users.
+in an unexpected OverflowError). And when a run's as_of is earlier than that of any run
+since the shard's last full run (a run in the future, even one that failed half-way), the
+run widens to a full one, which brings back the interests that run aged out; an
+incremental run would only revisit changed users.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from montage_vec.job import chunks
 from tests.support.cli import CliResult, RunCli, run_once
 from tests.support.data import (
     AS_OF,
@@ -32,7 +34,7 @@ from tests.support.data import (
 from tests.support.database import count
 
 EXIT_CONFIG = 2
-REWOUND = "as_of is earlier than the shard's last completed run's; running in full to restore what that run aged out"
+REWOUND = "as_of is earlier than a run's since the shard's last full run; running in full to restore what it aged out"
 
 
 def coffee_users(url: str, now: datetime, users: int = 2) -> list[dict[str, Any]]:
@@ -112,7 +114,7 @@ def test_an_as_of_before_1970_is_refused_as_a_setting(database_url: str, run_cli
     assert nothing_written(database_url) == {}
 
 
-# -- a run earlier than the last completed one ---------------------------------------------------
+# -- a run earlier than one since the last full run ---------------------------------------------------
 
 
 def test_a_run_at_the_real_time_after_a_future_run_restores_the_interests(database_url: str, run_cli: RunCli) -> None:
@@ -161,3 +163,33 @@ def test_only_an_earlier_as_of_widens_a_run(database_url: str, run_cli: RunCli) 
     assert started(earlier)["mode"] == "full", earlier.everything()
     assert REWOUND in earlier.messages()
     assert [run["mode"] for run in run_rows(database_url)] == ["full", "incremental", "incremental", "full"]
+
+
+def test_a_future_run_that_failed_half_way_still_widens_the_next_run(
+    database_url: str, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first chunk committed at the future as_of before the run failed: not a completed run,
+    and still one whose aged-out interests the next run must restore."""
+    rows = coffee_users(database_url, datetime.now(UTC), users=3)
+    assert once(run_cli, database_url).exit_code == 0
+    engine = chunks.compute_montages
+    calls: list[int] = []
+
+    def second_chunk_fails(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("the process died here")
+        return engine(*args, **kwargs)
+
+    monkeypatch.setattr(chunks, "compute_montages", second_chunk_fails)
+    future = (datetime.now(UTC) + days(5 * 365)).isoformat()
+    args = ("--as-of", future, "--allow-future", "--batch-size", "1", "--concurrency", "1")
+    assert once(run_cli, database_url, *args).exit_code == 1
+    monkeypatch.setattr(chunks, "compute_montages", engine)
+    assert len(interests(database_url)) == 2, "the first chunk's user lost its interest"
+
+    back = once(run_cli, database_url)
+
+    assert back.exit_code == 0, back.everything()
+    assert started(back)["mode"] == "full" and REWOUND in back.messages()
+    assert interests(database_url) == {(row["user_id"], "coffee") for row in rows}

@@ -98,7 +98,7 @@ def test_a_failing_check_in_service_is_tried_chunk_retry_attempts_plus_one_times
     env = {
         "DATABASE_URL": duckdb_url,
         "CHECKIN_SOURCE": "http",
-        "CHECKIN_SERVICE_API_KEY": "key",
+        "CHECKIN_SERVICE_API_KEY": "retries-test-api-key-R7q",  # a registered secret: never a common word
         "CHUNK_RETRY_ATTEMPTS": "2",  # DB_RECONNECT_TIMEOUT keeps its default of a minute
     }
     with FakeService(unavailable_queries) as service:
