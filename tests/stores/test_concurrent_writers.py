@@ -19,6 +19,9 @@ from typing import Any
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
+from montage_vec.config import load_settings
+from montage_vec.runtime.realtime import regenerate_user
+from montage_vec.stores import open_store
 from tests.support.cli import CliResult, RunCli, run_once
 from tests.support.data import (
     AS_OF,
@@ -162,3 +165,25 @@ def test_a_third_session_holding_an_existing_users_montages(postgres_url: str, r
 
     assert writer.result() > 0, "the job waited for the third session"
     check_outcome(run_cli, result, postgres_url, user, rows)
+
+
+def test_the_realtime_regenerate_waits_for_a_third_session_too(postgres_url: str) -> None:
+    """`POST /montages/{user_id}/regenerate` writes through the same chunk path: it too waits for
+    the third session's new montage, then writes the user's montages over it."""
+    user, rows = user_with_checkins(postgres_url)
+    montage_id = general_montage_id(user)
+    regenerate = [
+        "INSERT INTO montages (id, user_id, kind, interest, item_count, generated_at, cache_expires_at, job_id) "
+        f"VALUES ({montage_id}, {sql_literal(user)}::UUID, 'general', '', {len(rows)}, now(), "
+        "now() + INTERVAL '1 hour', 'another writer')",
+        items_of(montage_id, rows),
+    ]
+    settings = load_settings(database_url=postgres_url)
+
+    with open_store(settings.database()) as store, other_writer(postgres_url, regenerate) as writer:
+        answer = regenerate_user(store, settings, user)
+
+    assert writer.result() > 0, "the regenerate waited for the third session"
+    assert answer["items"], answer
+    assert {item["widget_type"] for item in answer["items"]}.isdisjoint({"written-elsewhere"}), answer
+    assert retry_list(postgres_url) == []
