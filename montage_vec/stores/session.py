@@ -16,7 +16,7 @@ from loguru import logger
 
 from montage_vec.engine.schema import CHECKIN_SCHEMA
 from montage_vec.errors import DataStoreError
-from montage_vec.stores import change_sql, chunk_sql, setup, source, statements
+from montage_vec.stores import change_sql, checks, chunk_sql, setup, source, statements
 from montage_vec.stores.backends.base import Backend, Dialect
 from montage_vec.stores.bookkeeping import RunBookkeeping
 from montage_vec.stores.records import ChunkWrite, WriteOutcome
@@ -77,7 +77,7 @@ class SqlSession(RunBookkeeping):
 
     def ensure_migrated(self) -> None:
         """SchemaStoreError naming what is wrong, unless the job's tables and the source are usable."""
-        setup.check_schema(self)
+        checks.check_schema(self)
 
     def install_capture_triggers(self) -> str:
         """Install the change-capture triggers on a table source; what was done."""
@@ -90,7 +90,7 @@ class SqlSession(RunBookkeeping):
     def schema_warnings(self) -> list[str]:
         """Problems that do not stop a run (checked after `ensure_migrated` passed)."""
         found = source.resolve_source(self)
-        return setup.source_warnings(self, found) if found is not None else []
+        return checks.source_warnings(self, found) if found is not None else []
 
     # -- planning -----------------------------------------------------------------------------
 
