@@ -47,8 +47,8 @@ def check_as_of(as_of: datetime, now: datetime, max_skew: timedelta, allow_futur
     if as_of > now + max_skew and not allow_future:
         raise ConfigError(
             f"--as-of {as_of.isoformat()} is more than MONTAGE_MAX_CLOCK_SKEW ({format_duration(max_skew)}) "
-            "ahead of the clock: "
-            "interests still current would be removed as aged out; pass --allow-future to run it anyway"
+            "ahead of the clock: interests still current would be removed as aged out; "
+            "pass --allow-future to run it anyway"
         )
 
 
@@ -104,7 +104,7 @@ class CandidatePlan:
     # Reconciliation needs the check-ins in the database (not behind the check-in service).
     reconcile: bool = True
     privacy_included: tuple[str, ...] = ()
-    # Full because as_of is earlier than the shard's last completed run's (see _rewinds).
+    # Full because a run since the shard's last full one had a later as_of (see _rewinds).
     rewound: bool = False
 
 

@@ -82,6 +82,8 @@ class _Run:
         self.control = control
         self.observers = observers
         self.shard = settings.shard()
+        # One budget for every retry of the run: chunks, and the control session's reconnects.
+        self.retry_policy = RetryPolicy(settings.chunk_retry_attempts, settings.db_reconnect_timeout)
         started_at = utc_now()
         self.summary = RunSummary(
             job_id=new_job_id(started_at),
@@ -99,8 +101,7 @@ class _Run:
             check_as_of(self.summary.as_of, utc_now(), skew, self.options.allow_future)
         except ConfigError as exc:
             return self._finish(exc, None)
-        policy = RetryPolicy(self.settings.chunk_retry_attempts, self.settings.db_reconnect_timeout)
-        with ShardLock(self.store, self.shard.key, self.summary.job_id, policy, self.control) as hold:
+        with ShardLock(self.store, self.shard.key, self.summary.job_id, self.retry_policy, self.control) as hold:
             try:
                 locked = hold.acquire()
             except MontageVecError as exc:
@@ -242,7 +243,6 @@ class _Run:
         """
         chunks = enumerate(chunked(users, self.settings.montage_batch_size), start=1)
         in_flight: dict[Future[ChunkResult], int] = {}
-        policy = RetryPolicy(self.settings.chunk_retry_attempts, self.settings.db_reconnect_timeout)
         while True:
             while len(in_flight) < self.settings.chunk_workers() and not self.control.stopping:
                 upcoming = next(chunks, None)
@@ -254,7 +254,9 @@ class _Run:
                 except MontageVecError as exc:
                     in_flight[_failed(exc)] = number
                     break
-                work = pool.submit(process_with_retries, sessions, source, chunk_users, context, policy, self.control)
+                work = pool.submit(
+                    process_with_retries, sessions, source, chunk_users, context, self.retry_policy, self.control
+                )
                 in_flight[work] = number
             if not in_flight:
                 return

@@ -23,7 +23,7 @@ from montage_vec.job.backoff import RetryPolicy
 from montage_vec.job.control import RunControl
 from montage_vec.job.sessions import close_quietly
 from montage_vec.stores import SqlSession, Store
-from montage_vec.stores.records import Lease, RunRecord
+from montage_vec.stores.records import Lease
 
 T = TypeVar("T")
 
@@ -60,13 +60,11 @@ class ShardLock:
         self._session = self._store.session()
         return self._session.try_lock_run(self._shard)
 
-    def take_lease(self, now: datetime) -> list[RunRecord]:
+    def take_lease(self, now: datetime) -> None:
         """Take the shard's next fencing token, and close the runs a dead process left `running`."""
         self.lease = self.session.take_lease(self._shard, self._job_id, now)
-        abandoned = self.session.abandon_runs(self._shard, self._job_id, now)
-        for run in abandoned:
+        for run in self.session.abandon_runs(self._shard, self._job_id, now):
             self._log.warning("an earlier run of this shard died without an outcome; marked abandoned", run=run.job_id)
-        return abandoned
 
     def ensure(self) -> None:
         """Return once the control session holds the lock again; LeaseLostError if the shard changed hands."""

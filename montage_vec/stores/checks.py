@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from montage_vec.errors import PermissionStoreError, SchemaStoreError
 from montage_vec.stores import catalog_sql, migrations
+from montage_vec.stores.faults import GRANTS
 from montage_vec.stores.source import (
     EXPECTED_COLUMNS,
     SourceRelation,
@@ -26,8 +27,6 @@ from montage_vec.stores.statements import CHECKIN_COLUMNS
 
 if TYPE_CHECKING:
     from montage_vec.stores.session import SqlSession
-
-GRANTS = "sql/postgresql/roles.sql grants what the job needs"
 
 
 def check_schema(session: SqlSession) -> SourceRelation:

@@ -20,7 +20,7 @@ import polars as pl
 
 from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
-from montage_vec.stores.faults import Fault, FaultKind, first_line, store_error
+from montage_vec.stores.faults import INSUFFICIENT_PRIVILEGE, Fault, FaultKind, first_line, store_error
 from montage_vec.stores.render import Keyword
 
 POSTGRES = Dialect(
@@ -53,7 +53,6 @@ PERMISSION_STATES = frozenset({"42501", "25006"})
 # Undefined table, column, object, function, schema.
 SCHEMA_STATES = frozenset({"42P01", "42703", "42704", "42883", "3F000"})
 # The server's words for a refused privilege, when the driver passes no SQLSTATE with them.
-INSUFFICIENT_PRIVILEGE = "42501"
 REFUSALS = re.compile(r"permission denied (for|to) |must be owner of ")
 # How the driver's text quotes our statement, ending it, and the server's report in it.
 ECHOED_STATEMENT = re.compile(r"Failed to execute query '.*': ", re.DOTALL)
