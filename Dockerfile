@@ -1,26 +1,37 @@
-# montage-vec: the same install and commands the README and CI use.
-FROM python:3.11-slim
+# syntax=docker/dockerfile:1
+# montage-vec. The build stage makes a virtualenv from uv.lock with deploy/build-venv (the same
+# script tests/deploy/test_image.py runs); the runtime stage holds Python and that venv only.
+#
+# No HEALTHCHECK: `once` (the CronJob) is a one-shot process, and the scheduler mode is probed
+# by the orchestrator on GET /healthz (METRICS_PORT, 8090), as the README's deployment section shows.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+COPY deploy/uv-bootstrap.txt deploy/build-venv deploy/
+RUN pip install --no-cache-dir --require-hashes --requirement deploy/uv-bootstrap.txt
+COPY pyproject.toml uv.lock README.md ./
+COPY montage_vec montage_vec
+COPY sql sql
+RUN deploy/build-venv /opt/venv
+
+FROM ${PYTHON_IMAGE} AS runtime
 # _RJEM_MALLOC_CONF: Polars' jemalloc hands freed chunk memory back at once instead of
 # keeping it for 10 s, which lowers the job's peak RSS (see benchmarks/README.md).
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0
+    _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 \
+    BATCH_MODE=once
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY montage_vec ./montage_vec
-COPY sql ./sql
-RUN pip install --upgrade pip && pip install .
-
-# Unprivileged at run time; the embedded DuckDB default writes into /data.
-RUN useradd --create-home --uid 10001 montage && mkdir /data && chown montage /data
-USER montage
+# A numeric user the kubelet can verify as non-root (runAsNonRoot); /data is the embedded
+# DuckDB default's home and the only directory the job writes outside /tmp.
+RUN groupadd --gid 10001 montage \
+    && useradd --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin montage \
+    && install --directory --owner=10001 --group=10001 /data
+COPY --from=build /opt/venv /opt/venv
+USER 10001:10001
 WORKDIR /data
 
-# BATCH_MODE (once | scheduler | health) picks the mode when no command is given.
-ENV BATCH_MODE=once
 EXPOSE 8090
-HEALTHCHECK --interval=60s --timeout=20s CMD ["montage-vec", "health"]
 ENTRYPOINT ["montage-vec"]

@@ -60,6 +60,7 @@ def parse_as_of(text: str | None) -> datetime | None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="montage-vec", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Generate check-in montages in bulk (vectorized, set-based).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from pathlib import Path
 
 import duckdb
@@ -238,3 +238,10 @@ def test_second_run_on_a_locked_duckdb_file_exits_75(tmp_path: Path) -> None:
     assert "in use" in locked.stderr
     assert "Traceback" not in locked.stdout + locked.stderr
     assert query(url, "SELECT count(*) AS n FROM montage_job_runs")["n"][0] == 0
+
+
+def test_version_prints_the_installed_package_version(run_cli: RunCli) -> None:
+    result = run_cli("--version")
+
+    assert result.exit_code == 0, result.everything()
+    assert result.stdout.strip() == f"montage-vec {version('montage-vec')}"
