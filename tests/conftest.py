@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated environment, real databases (a DuckDB file, a fresh
 PostgreSQL database per test) and an in-process CLI runner that parses JSON log lines.
 
-Helpers live in `tests.support`; only fixtures are defined here."""
+Helpers live in `tests.support`; only fixtures are defined here. The PostgreSQL server, one
+for the whole session, is the plugin tests.support.session_cluster's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from loguru import logger
 from montage_vec.config import Settings, secrets
 from tests.support.cli import CliResult, RunCli, parse_logs
 from tests.support.database import postgres_database
+
+pytest_plugins = ("tests.support.session_cluster",)
 
 # Variables the job reads (one per setting); cleared for every test so the machine's
 # environment never leaks in.

@@ -12,7 +12,7 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
-from tests.support.database import PG_ADMIN_URL
+from tests.support.database import admin_url
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ STAGES = ("candidate selection", "extract", "compute", "write")
 def run_smoke(backend: str, out: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "benchmarks", "--backend", backend, "--smoke", "--out", str(out)]
-    command += ["--pg-admin-url", PG_ADMIN_URL] if backend == "postgresql" else []
+    command += ["--pg-admin-url", admin_url()] if backend == "postgresql" else []
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -76,6 +76,6 @@ def test_smoke_postgresql(tmp_path: Path) -> None:
     report = assert_complete_report(out, run_smoke("postgresql", out))
     name = re.search(r"PostgreSQL database (montage_bench_\w+)", report)
     assert name is not None
-    with pg.connect(PG_ADMIN_URL, autocommit=True) as connection, connection.cursor() as cursor:
+    with pg.connect(admin_url(), autocommit=True) as connection, connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM pg_database WHERE datname = '{name.group(1)}'")
         assert cursor.fetchone() == (0,), "the benchmark database was not dropped"

@@ -24,7 +24,7 @@ import pytest
 from montage_vec.config import secrets
 from tests.support.cli import CliResult, RunCli
 from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
-from tests.support.database import postgres_database
+from tests.support.database import pg_host, pg_port, postgres_database
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.postgres
@@ -107,12 +107,12 @@ def assert_hidden(password: str, result: CliResult) -> None:
             assert not as_token(piece).search(text), f"piece {piece!r} leaked:\n{result.everything()}"
 
 
-def configured(configuration: str, password: str, port: int, database: str) -> dict[str, str]:
+def configured(configuration: str, password: str, host: str, port: int, database: str) -> dict[str, str]:
     if configuration == "db-variables":
-        return {"DB_HOST": "127.0.0.1", "DB_PORT": str(port), "DB_USER": "root", "DB_PASSWORD": password,
+        return {"DB_HOST": host, "DB_PORT": str(port), "DB_USER": "root", "DB_PASSWORD": password,
                 "DB_NAME": database}  # fmt: skip
     written = password if configuration == "url-as-written" else quote(password, safe="")
-    return {"DATABASE_URL": f"postgresql://root:{written}@127.0.0.1:{port}/{database}"}
+    return {"DATABASE_URL": f"postgresql://root:{written}@{host}:{port}/{database}"}
 
 
 def run_everything(run_cli: RunCli, env: dict[str, str]) -> dict[str, CliResult]:
@@ -123,13 +123,14 @@ def run_everything(run_cli: RunCli, env: dict[str, str]) -> dict[str, CliResult]
 @pytest.mark.parametrize("password", PASSWORDS)
 def test_no_command_prints_the_password(run_cli: RunCli, real_database: str, password: str, configuration: str) -> None:
     closed, missing = free_port(), f"montage_no_such_{new_id()[:8]}"
-    targets = [  # (port, database, what libpq says when that target fails)
-        (closed, real_database, f"port {closed} failed: Connection refused"),
-        (5432, missing, f'database "{missing}" does not exist'),
-        (5432, real_database, None),
+    server = (pg_host(), pg_port())
+    targets = [  # (host, port, database, what libpq says when that target fails)
+        ("127.0.0.1", closed, real_database, f"port {closed} failed: Connection refused"),
+        (*server, missing, f'database "{missing}" does not exist'),
+        (*server, real_database, None),
     ]
-    for port, database, failure in targets:
-        results = run_everything(run_cli, configured(configuration, password, port, database))
+    for host, port, database, failure in targets:
+        results = run_everything(run_cli, configured(configuration, password, host, port, database))
         for name, result in results.items():
             assert_hidden(password, result)
             assert (result.exit_code == 0) == (failure is None), f"{name} on {port}/{database}:\n{result.everything()}"
@@ -141,7 +142,7 @@ def test_no_command_prints_the_password(run_cli: RunCli, real_database: str, pas
         else:
             # libpq got the port and database meant, and the URL is shown with only its password masked.
             health = results["health"].stdout
-            assert f"postgresql://root:***@127.0.0.1:{port}/{database}" in health, health
+            assert f"postgresql://root:***@{host}:{port}/{database}" in health, health
             assert failure in health, health
 
 
@@ -150,16 +151,17 @@ def test_an_unencoded_password_with_slash_and_at_still_connects(run_cli: RunCli)
     user = new_id()
     with postgres_database(prefix="montage_corpus") as url:
         database = url.rsplit("/", 1)[1]
-        env = {"DATABASE_URL": f"postgresql://root:Zq9/xK7+Lm2p@W4==@127.0.0.1:5432/{database}"}
+        server = f"{pg_host()}:{pg_port()}"
+        env = {"DATABASE_URL": f"postgresql://root:Zq9/xK7+Lm2p@W4==@{server}/{database}"}
         migrated = run_cli("migrate", env=env)
         assert migrated.exit_code == 0, migrated.everything()
-        assert migrated.log("schema migrated")["database"] == f"postgresql://root:***@127.0.0.1:5432/{database}"
+        assert migrated.log("schema migrated")["database"] == f"postgresql://root:***@{server}/{database}"
         healthy = run_cli("health", env=env)
         assert healthy.exit_code == 0, healthy.everything()
         assert "Health check passed" in healthy.stdout
         # The read replica reuses the repaired credentials (and the primary's port).
         load_checkins(url, [checkin(user, AS_OF - days(1), tags=["Coffee"])])
-        once = run_cli("once", "--as-of", AS_OF.isoformat(), env={**env, "DB_READ_HOST": "127.0.0.1"})
+        once = run_cli("once", "--as-of", AS_OF.isoformat(), env={**env, "DB_READ_HOST": pg_host()})
         assert once.exit_code == 0, once.everything()
         assert once.log("Batch job completed")["processed"] == 1
 

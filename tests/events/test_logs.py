@@ -20,7 +20,7 @@ from montage_vec.observability.metrics import JobMetrics
 from montage_vec.runtime.wiring import run_once as wiring_run_once
 from tests.support.cli import run_once
 from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
-from tests.support.database import query
+from tests.support.database import pg_host, pg_port, query
 from tests.support.outbox import RUNS_QUERY, events
 from tests.support.servers import FakeService, Reply, closed_port_url
 
@@ -172,10 +172,13 @@ def connection_target(target: str, password: str) -> tuple[dict[str, str], str]:
     password is in DATABASE_URL for the url targets, in DB_PASSWORD for the db-parts ones."""
     missing = f"montage_absent_{uuid.uuid4().hex[:8]}"
     kind, problem = target.split(", ")
-    port, name, clue = ("1", "montage", "refused") if problem == "refused" else ("5432", missing, missing)
+    if problem == "refused":
+        host, port, name, clue = "127.0.0.1", "1", "montage", "refused"
+    else:
+        host, port, name, clue = pg_host(), str(pg_port()), missing, missing
     if kind == "url":
-        return {"DATABASE_URL": f"postgresql://root:{password}@127.0.0.1:{port}/{name}"}, clue
-    return {"DB_HOST": "127.0.0.1", "DB_PORT": port, "DB_USER": "root", "DB_PASSWORD": password, "DB_NAME": name}, clue
+        return {"DATABASE_URL": f"postgresql://root:{password}@{host}:{port}/{name}"}, clue
+    return {"DB_HOST": host, "DB_PORT": port, "DB_USER": "root", "DB_PASSWORD": password, "DB_NAME": name}, clue
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["info", "debug"])

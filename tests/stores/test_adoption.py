@@ -55,7 +55,7 @@ from tests.support.data import (
     new_id,
     stored_montages,
 )
-from tests.support.database import admin_execute, execute, query
+from tests.support.database import admin_execute, execute, pg_host, query
 from tests.support.database import sql_literal as literal
 from tests.support.processes import JobProcess, job_env, wait_until
 
@@ -982,7 +982,7 @@ def test_session_time_zone_stays_utc_whatever_pgoptions_say(postgres_url: str, m
 @pytest.mark.postgres
 def test_read_replica_sessions_get_the_same_options(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGOPTIONS", "-c search_path=app,public -c TimeZone=America/New_York")
-    monkeypatch.setenv("DB_READ_HOST", "127.0.0.1")
+    monkeypatch.setenv("DB_READ_HOST", pg_host())
     with open_store(load_settings(database_url=postgres_url).database()) as store, store.session() as session:
         frame = session.connection.fetch_frame(
             "SELECT current_setting('TimeZone') AS tz, current_setting('search_path') AS path", replica=True

@@ -37,7 +37,7 @@ from montage_vec.errors import (
 from montage_vec.stores import ChunkWrite, RunRecord, SqlSession, Store, open_store
 from montage_vec.stores.faults import Fault, FaultKind, store_error
 from tests.support.data import checkin, checkin_frame
-from tests.support.database import PG_ADMIN_URL
+from tests.support.database import admin_url
 
 AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
 U1 = "6f9d6a52-2c1e-4f7b-8d0e-1a2b3c4d5e6f"
@@ -275,12 +275,12 @@ def test_duckdb_write_conflict_is_transient(duckdb_url: str) -> None:
 def unprivileged_url(postgres_url: str) -> Iterator[str]:
     """A URL for a login role with no privileges on the test database's tables."""
     role = f"montage_noaccess_{uuid.uuid4().hex[:10]}"
-    raw(PG_ADMIN_URL, f'CREATE ROLE "{role}" LOGIN')
+    raw(admin_url(), f'CREATE ROLE "{role}" LOGIN')
     try:
         yield postgres_url.replace("postgresql://root@", f"postgresql://{role}@", 1)
     finally:
-        raw(PG_ADMIN_URL, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
-        raw(PG_ADMIN_URL, f'DROP ROLE IF EXISTS "{role}"')
+        raw(admin_url(), f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+        raw(admin_url(), f'DROP ROLE IF EXISTS "{role}"')
 
 
 @pytest.mark.postgres
@@ -314,7 +314,7 @@ def test_read_only_postgres_database_gets_permission_errors(postgres_url: str) -
     PermissionStoreError (25006), reads still work."""
     migrated(postgres_url)
     database = postgres_url.rsplit("/", 1)[1]
-    raw(PG_ADMIN_URL, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    raw(admin_url(), f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
 
     with session_for(postgres_url) as session:
         with pytest.raises(PermissionStoreError) as raised:

@@ -19,7 +19,6 @@ roles.sql itself, with a unique name, and dropped afterwards.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import threading
 import uuid
@@ -34,6 +33,7 @@ import pytest
 from montage_vec.stores.migrations import MIGRATIONS_TABLE
 from montage_vec.stores.tables import JOB_TABLES
 from tests.support.cli import RunCli, run_once
+from tests.support.cluster import client_program
 from tests.support.data import (
     AS_OF,
     Checkins,
@@ -52,7 +52,6 @@ from tests.support.processes import wait_until
 pytestmark = pytest.mark.postgres
 
 ROLES_SQL = Path(__file__).resolve().parents[2] / "sql" / "postgresql" / "roles.sql"
-PSQL = shutil.which("psql")
 EXIT_PERMISSION = 77
 RETRYING = "transient error; retrying the chunk on a new connection"
 TERMINATED = "terminating connection due to administrator command"
@@ -68,10 +67,9 @@ class JobRole:
 
 def apply_roles_sql(owner_url: str, role: str) -> None:
     """roles.sql as an operator runs it: psql, as the owner, naming the role (the rest defaulted)."""
-    if PSQL is None:
-        pytest.skip("roles.sql is a psql script, and psql is not installed")
+    psql = client_program("psql")  # MissingProgram saying what to install
     completed = subprocess.run(
-        [PSQL, "-X", "-q", owner_url, "-v", f"role={role}", "-f", str(ROLES_SQL)],
+        [str(psql), "-X", "-q", owner_url, "-v", f"role={role}", "-f", str(ROLES_SQL)],
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,

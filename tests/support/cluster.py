@@ -1,10 +1,11 @@
-"""A PostgreSQL cluster of a test's own, on a free loopback port: for tests that restart servers.
+"""PostgreSQL clusters of the tests' own, on a free loopback port, from the installed server binaries.
 
-The shared server (tests.support.database) must never restart under other tests, so a test
-that restarts or crashes PostgreSQL starts its own: `initdb` into a fresh directory, trust
-authentication for a `root` superuser, and `pg_ctl` to start, restart and stop it. PostgreSQL
-refuses to run as the operating system's root, so under root the commands run as the
-`postgres` system user (which the Debian packages create), in a directory it owns.
+The test session runs one (tests.support.session_cluster) unless MONTAGE_TEST_PG_URL names a
+server; a test that restarts or crashes PostgreSQL starts another of its own, so that the
+session's server never restarts under other tests. Each is `initdb` into a fresh directory,
+trust authentication for a `root` superuser, and `pg_ctl` to start, restart and stop it.
+PostgreSQL refuses to run as the operating system's root, so under root the commands run as
+the `postgres` system user (which the Debian packages create), in a directory it owns.
 """
 
 from __future__ import annotations
@@ -13,34 +14,61 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
-from tests.support.processes import free_port
+from tests.support.processes import MissingProgram, free_port
 
 SERVER_USER = "postgres"
 START_TIMEOUT = 60  # seconds, a hang guard for pg_ctl's own wait
+INSTALL_SERVER = "apt-get install -y postgresql"
+INSTALL_CLIENT = "apt-get install -y postgresql-client"
+
+
+def _version_key(initdb: Path) -> tuple[int, ...]:
+    """/usr/lib/postgresql/15/bin/initdb -> (15,); a name that is not a version sorts first."""
+    try:
+        return tuple(int(part) for part in initdb.parent.parent.name.split("."))
+    except ValueError:
+        return (-1,)
 
 
 def server_bin_directory() -> Path | None:
-    """Where initdb and pg_ctl live: on PATH, else the newest /usr/lib/postgresql/<version>/bin."""
+    """Where initdb and pg_ctl live: next to `initdb` on PATH (symlinks resolved), else the newest
+    /usr/lib/postgresql/<version>/bin (Debian keeps the server binaries off PATH)."""
     on_path = shutil.which("initdb")
-    if on_path:
-        return Path(on_path).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    return candidates[-1].parent if candidates else None
+    if on_path and (directory := Path(on_path).resolve().parent).joinpath("pg_ctl").is_file():
+        return directory
+    candidates = [
+        path for path in Path("/usr/lib/postgresql").glob("*/bin/initdb") if path.with_name("pg_ctl").is_file()
+    ]
+    return max(candidates, key=_version_key).parent if candidates else None
+
+
+def client_program(name: str) -> Path:
+    """A PostgreSQL client program (`psql`): the server's own version next to initdb, else on PATH."""
+    directory = server_bin_directory()
+    if directory is not None and (directory / name).is_file():
+        return directory / name
+    on_path = shutil.which(name)
+    if on_path is None:
+        raise MissingProgram(f"the PostgreSQL client program {name} not found: {INSTALL_CLIENT}")
+    return Path(on_path)
 
 
 class TemporaryCluster:
-    """One throwaway cluster; `url` connects to its `postgres` database as `root`."""
+    """One throwaway cluster; `url` connects to its `postgres` database as `root`.
 
-    def __init__(self) -> None:
+    `settings` are server parameters (`max_connections`) on top of the ones every test cluster has."""
+
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
         bin_directory = server_bin_directory()
         if bin_directory is None:
-            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+            raise MissingProgram(f"PostgreSQL server binaries (initdb, pg_ctl) not found: {INSTALL_SERVER}")
         self._bin = bin_directory
+        self._settings = {"listen_addresses": "127.0.0.1", "fsync": "off", **(settings or {})}
         self._root = Path(tempfile.mkdtemp(prefix="montage-cluster-"))
         self.data = self._root / "data"
         self.port = free_port()
@@ -50,7 +78,7 @@ class TemporaryCluster:
 
     @property
     def url(self) -> str:
-        return f"postgresql://root@127.0.0.1:{self.port}/postgres"
+        return self.url_of("postgres")
 
     def url_of(self, database: str) -> str:
         return f"postgresql://root@127.0.0.1:{self.port}/{database}"
@@ -58,8 +86,8 @@ class TemporaryCluster:
     def start(self) -> None:
         if not self.data.exists():
             self._run("initdb", "-D", str(self.data), "-U", "root", "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._root} -c fsync=off"
-        self._pg_ctl("start", "-o", options, "-l", str(self._root / "server.log"))
+        options = " ".join([f"-p {self.port}", f"-k {self._root}", *(f"-c {k}={v}" for k, v in self._settings.items())])
+        self._pg_ctl("start", "-o", options, "-l", str(self.log_file))
 
     def stop(self, mode: Literal["smart", "fast", "immediate"] = "immediate") -> None:
         """Stop the server: `fast` ends sessions cleanly, `immediate` is a crash, recovered on start."""
@@ -68,6 +96,16 @@ class TemporaryCluster:
     def remove(self) -> None:
         shutil.rmtree(self._root, ignore_errors=True)
 
+    @property
+    def log_file(self) -> Path:
+        return self._root / "server.log"
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's log, for a message saying why it did not start."""
+        with suppress(OSError):
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
     def _pg_ctl(self, action: str, *args: str) -> None:
         self._run("pg_ctl", action, "-D", str(self.data), "-w", "-t", str(START_TIMEOUT), *args)
 
@@ -75,13 +113,13 @@ class TemporaryCluster:
         command = [str(self._bin / program), *args]
         if self._as_server_user:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=START_TIMEOUT * 2)
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=START_TIMEOUT * 2)
 
 
 @contextmanager
-def temporary_cluster() -> Iterator[TemporaryCluster]:
+def temporary_cluster(settings: Mapping[str, str] | None = None) -> Iterator[TemporaryCluster]:
     """A started cluster, stopped and removed afterwards however the test ends."""
-    cluster = TemporaryCluster()
+    cluster = TemporaryCluster(settings)
     try:
         cluster.start()
         yield cluster

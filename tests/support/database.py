@@ -1,4 +1,9 @@
-"""Direct database access for tests, on either backend, with no job code involved."""
+"""Direct database access for tests, on either backend, with no job code involved.
+
+The PostgreSQL server is the test session's: MONTAGE_TEST_PG_URL, which names the server's
+`postgres` database as a superuser. tests.support.session_cluster sets it to a cluster of the
+session's own unless it was given, so it is read when used, never at import.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import adbc_driver_postgresql.dbapi as pg
 import duckdb
 import polars as pl
 
-PG_ADMIN_URL = os.environ.get("MONTAGE_TEST_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
+ADMIN_URL_VARIABLE = "MONTAGE_TEST_PG_URL"
+
+
+def admin_url() -> str:
+    """The test server's `postgres` database, as a superuser."""
+    url = os.environ.get(ADMIN_URL_VARIABLE)
+    if not url:
+        raise RuntimeError(f"{ADMIN_URL_VARIABLE} is not set: tests.support.session_cluster did not run")
+    return url
+
+
+def pg_host() -> str:
+    """The test server's host, for tests that configure DB_HOST or write a URL themselves."""
+    return urlsplit(admin_url()).hostname or "localhost"
+
+
+def pg_port() -> int:
+    """The test server's port."""
+    return urlsplit(admin_url()).port or 5432  # libpq's default
 
 
 def is_duckdb(url: str) -> bool:
@@ -26,13 +50,13 @@ def duckdb_path(url: str) -> str:
 
 def admin_execute(sql: str) -> None:
     """One statement on the server's admin database (CREATE/DROP DATABASE, roles)."""
-    with pg.connect(PG_ADMIN_URL, autocommit=True) as connection, connection.cursor() as cursor:
+    with pg.connect(admin_url(), autocommit=True) as connection, connection.cursor() as cursor:
         cursor.execute(sql)
 
 
 def postgres_url_of(name: str) -> str:
     """The URL of database `name` on the test server."""
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return admin_url().rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextmanager

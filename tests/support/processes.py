@@ -12,6 +12,8 @@ which imports no more than the CLI itself.
 - `run_job`: `montage-vec ARGS` to completion, killed if it outlives its timeout.
 - `job_env`: this process's environment without any of the job's variables, plus the given ones.
 - `free_port`, and `wait_until` for a condition with a hang guard.
+- `MissingProgram`: what support code raises when a program the tests run (initdb, psql, the
+  Pushgateway) is not installed, its message the line that installs it.
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ class JobProcess:
                 if remaining <= 0:
                     raise AssertionError(f"no log line {message!r} within {timeout}s\n" + self.output())
                 self._changed.wait(min(remaining, 0.5))
+
+
+class MissingProgram(RuntimeError):
+    """A program the tests need is not installed; the message says how to install it."""
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@
   headers and JSON body the job sent. `health_service(status)` is one answering `/healthz`.
 - `closed_port_url`: a URL where nothing listens.
 - `pushgateway()`: a real Prometheus Pushgateway (the `prometheus-pushgateway` binary on
-  PATH) on a free port.
+  PATH) on a free port; without the binary, an error saying how to install it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import MissingProgram, free_port, wait_until
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,11 @@ def closed_port_url() -> str:
 # -- Pushgateway and Prometheus text ----------------------------------------------------------------
 
 PUSHGATEWAY = "prometheus-pushgateway"
+INSTALL_PUSHGATEWAY = f"apt-get install -y {PUSHGATEWAY}"  # Debian's package puts it on PATH
 
 
 def pushgateway_binary() -> str | None:
-    """The Pushgateway binary on PATH (Debian's package installs it as /usr/bin/prometheus-pushgateway)."""
+    """The Pushgateway binary on PATH, if installed."""
     return shutil.which(PUSHGATEWAY)
 
 
@@ -158,7 +159,8 @@ def _answers(url: str, process: subprocess.Popen[Any]) -> bool:
 def pushgateway() -> Iterator[str]:
     """A real Pushgateway on a free 127.0.0.1 port; yields its base URL, killed afterwards."""
     binary = pushgateway_binary()
-    assert binary is not None, f"{PUSHGATEWAY} is not on PATH"
+    if binary is None:
+        raise MissingProgram(f"{PUSHGATEWAY} not found on PATH: {INSTALL_PUSHGATEWAY}")
     port = free_port()
     process = subprocess.Popen(
         [binary, f"--web.listen-address=127.0.0.1:{port}"],
