@@ -1,6 +1,7 @@
 """Turning SIGTERM / SIGINT into a graceful stop of the current run.
 
-Kubernetes sends SIGTERM and waits 30 s before SIGKILL: the job stops taking new chunks,
+Kubernetes sends SIGTERM and waits terminationGracePeriodSeconds (60 s in the manifests) before
+SIGKILL: the job stops taking new chunks,
 lets the chunks in flight commit or roll back, records the run as interrupted and exits
 128 + the signal number. A second signal ends the process at once.
 """
