@@ -20,7 +20,7 @@ from montage_vec.config.database import DatabaseTarget, resolve_database
 from montage_vec.config.durations import parse_duration
 from montage_vec.config.relation import DEFAULT_SOURCE, RelationName, parse_schema
 from montage_vec.config.secrets import redact, register_secret
-from montage_vec.config.shard import Shard
+from montage_vec.config.shard import Shard, effective_shard
 from montage_vec.errors import ConfigError
 
 if TYPE_CHECKING:  # the engine imports Polars, which `--help` and `health` never need
@@ -122,7 +122,12 @@ class Settings(BaseSettings):
     montage_memory_budget: ByteSize = ByteSize(2**30)
     # The breaker: a run in which more of its users fail than this fails itself (README, Reliability).
     montage_max_failed_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    # The shard: MONTAGE_SHARD, or JOB_COMPLETION_INDEX/MONTAGE_SHARD_COUNT in an Indexed Job's
+    # pods; after validation montage_shard holds the effective one (see _effective_shard).
     montage_shard: str = "0/1"
+    montage_shard_count: int | None = Field(default=None, ge=1)
+    # Kubernetes' own variable, hence no MONTAGE_ prefix; read only with MONTAGE_SHARD_COUNT.
+    job_completion_index: int | None = Field(default=None, ge=0)
 
     @field_validator("user_id_filter")
     @classmethod
@@ -176,6 +181,15 @@ class Settings(BaseSettings):
     def _services_configured(self) -> Settings:
         if self.checkin_source == "http" and not self.checkin_service_url:
             raise ValueError("CHECKIN_SOURCE=http needs CHECKIN_SERVICE_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _effective_shard(self) -> Settings:
+        explicit = self.montage_shard if "montage_shard" in self.model_fields_set else None
+        shard = effective_shard(explicit, self.montage_shard_count, self.job_completion_index)
+        # One field for every reader (the run, the effective-configuration log, the metrics'
+        # grouping key). The model is frozen, but this is still its construction.
+        object.__setattr__(self, "montage_shard", shard.key)
         return self
 
     @field_validator(

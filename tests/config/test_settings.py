@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "db_reconnect_timeout": timedelta(seconds=60),
     "montage_max_clock_skew": timedelta(days=1),
     "montage_shard": "0/1",
+    "montage_shard_count": None,
+    "job_completion_index": None,
 }
 
 
@@ -129,6 +131,7 @@ UPPER_UUID = "6F9619FF-8B86-D011-B42D-00CF4FC964FF"
         ("MONTAGE_PRIVACY_INCLUDED", " public , private,", "montage_privacy_included", ["public", "private"]),
         ("USER_ID_FILTER", f"{UPPER_UUID}, {UPPER_UUID.lower()}", "user_id_filter", [UPPER_UUID.lower()] * 2),
         ("MONTAGE_SHARD", "3/8", "montage_shard", "3/8"),
+        ("JOB_COMPLETION_INDEX", "5", "job_completion_index", 5),  # no MONTAGE_ prefix: Kubernetes' own
         ("MONTAGE_SCHEDULE", "*/15 * * * *", "montage_schedule", "*/15 * * * *"),
         ("MONTAGE_SCHEDULE_TZ", "Europe/Berlin", "montage_schedule_tz", "Europe/Berlin"),
         ("WATERMARK_OVERLAP", "0", "watermark_overlap", timedelta(0)),
