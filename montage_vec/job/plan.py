@@ -106,6 +106,8 @@ class CandidatePlan:
     privacy_included: tuple[str, ...] = ()
     # Full because a run since the shard's last full one had a later as_of (see _rewinds).
     rewound: bool = False
+    # Full because runs under another shard count came since the shard's last run (see _recounted).
+    recounted: bool = False
 
 
 def plan_candidates(
@@ -151,7 +153,8 @@ def plan_run(
     every = settings.reconcile_every(capture.mode)
     reconcile = database_source and (every == 1 or store.runs_since_reconciled(shard.key) + 1 >= every)
     rewound = not options.user_ids and _rewinds(store.furthest_as_of(shard.key), summary.as_of)
-    if rewound:
+    recounted = not options.user_ids and _recounted(store.shards_run_since(shard.key), shard)
+    if rewound or recounted:
         options = replace(options, full=True)
     plan = plan_candidates(
         options,
@@ -162,7 +165,7 @@ def plan_run(
         reconcile=reconcile,
         privacy_included=tuple(sorted(settings.montage_params().privacy_included)),
     )
-    return replace(plan, rewound=rewound)
+    return replace(plan, rewound=rewound, recounted=recounted)
 
 
 def plan_warnings(plan: CandidatePlan, settings: Settings) -> list[str]:
@@ -172,6 +175,8 @@ def plan_warnings(plan: CandidatePlan, settings: Settings) -> list[str]:
         warnings.append(
             "as_of is earlier than a run's since the shard's last full run; running in full to restore what it aged out"
         )
+    if plan.recounted:
+        warnings.append("runs under another shard count came since this shard's last run; running in full")
     if plan.capture.mode == "watermark" and settings.montage_max_items < settings.montage_min_interest_occurrence:
         warnings.append(
             "MONTAGE_MAX_ITEMS < MONTAGE_MIN_INTEREST_OCCURRENCE: in watermark mode a hard delete can leave "
@@ -188,6 +193,17 @@ def _rewinds(furthest_as_of: datetime | None, as_of: datetime) -> bool:
     changes: a full run restores everyone's.
     """
     return furthest_as_of is not None and as_of < furthest_as_of
+
+
+def _recounted(shards_since: list[str], shard: Shard) -> bool:
+    """Whether runs under another shard count started since this shard's last completed run.
+
+    A shard's history (its watermark, the as_ofs _rewinds compares, its reconciliation count)
+    is kept under its own key, and another count's shards own other slices of the users: an
+    `--as-of` ahead of the clock under the other count aged out interests this shard's
+    history knows nothing of. A full run needs no history, so a shard starts over in full.
+    """
+    return any(Shard.parse(key).count != shard.count for key in shards_since)
 
 
 def find_candidates(

@@ -67,6 +67,10 @@ class RunBookkeeping(SqlCore):
     def furthest_as_of(self, shard: str) -> datetime | None:
         return self.scalar(statements.FURTHEST_AS_OF, [shard])  # type: ignore[no-any-return]
 
+    def shards_run_since(self, shard: str) -> list[str]:
+        with self.unit():
+            return [str(key) for (key,) in self.run(statements.SHARDS_RUN_SINCE, [shard])]
+
     def runs_since_reconciled(self, shard: str) -> int:
         return int(self.scalar(statements.RUNS_SINCE_RECONCILED, [shard]))
 

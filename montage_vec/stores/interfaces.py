@@ -60,6 +60,9 @@ class JobStore(Protocol):
     def furthest_as_of(self, shard: str) -> datetime | None:
         """The latest as_of of the shard's runs since its last completed full run (None before any)."""
 
+    def shards_run_since(self, shard: str) -> list[str]:
+        """The other shards that ran (full or incremental, any outcome) since the shard's last completed run."""
+
     def runs_since_reconciled(self, shard: str) -> int:
         """Completed incremental runs of the shard since its last reconciled or full run."""
 

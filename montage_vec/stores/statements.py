@@ -51,6 +51,16 @@ WHERE "shard" = $1 AND "started_at" >= coalesce(
     TIMESTAMPTZ '1970-01-01 00:00:00+00')
 """
 
+# The shards of the runs (full or incremental, whatever their outcome: a failed one may have
+# written chunks) that started after $1's last completed run; the plan looks for another count.
+SHARDS_RUN_SINCE = """
+SELECT DISTINCT "shard" FROM {montage_job_runs}
+WHERE "shard" <> $1 AND "mode" IN ('full', 'incremental') AND "started_at" > coalesce(
+    (SELECT max("started_at") FROM {montage_job_runs} WHERE "shard" = $1 AND "status" = 'completed'),
+    TIMESTAMPTZ '1970-01-01 00:00:00+00')
+ORDER BY "shard"
+"""
+
 # Completed incremental runs of a shard since its last reconciled (or full) run.
 RUNS_SINCE_RECONCILED = """
 SELECT count(*) FROM {montage_job_runs}
