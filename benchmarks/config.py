@@ -53,6 +53,7 @@ class BenchConfig:
     smoke: bool
     profile: bool
     command: str
+    shards: tuple[int, ...] = ()  # the shard sweep's counts, 1 included; () for no sweep
 
     def main_settings(self, best: tuple[int, int] | None) -> tuple[int, int]:
         """(batch size, concurrency) of the full and incremental runs."""
@@ -126,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database / DuckDB file")
     parser.add_argument("--smoke", action="store_true", help="tiny and fast (< 60 s): checks the tool, not the engine")
     parser.add_argument("--profile", action="store_true", help="one more full run under py-spy, summarised by stage")
+    parser.add_argument(
+        "--shards",
+        type=_int_list,
+        help="shard sweep (PostgreSQL): the full run as N processes at once (MONTAGE_SHARD=i/N) for each N; "
+        "1 is always included, for the speed-up",
+    )
     return parser
 
 
@@ -140,6 +147,8 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
         raise SystemExit("--repeat must be >= 1")
     if not 0.0 < args.change_fraction <= 1.0:
         raise SystemExit("--change-fraction must be in (0, 1]")
+    if args.shards and args.backend != "postgresql":
+        raise SystemExit("--shards needs --backend postgresql: a DuckDB file admits one writing process at a time")
     shown = argv if argv is not None else sys.argv[1:]
     return BenchConfig(
         backend=args.backend,
@@ -161,4 +170,5 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
         smoke=smoke,
         profile=bool(args.profile),
         command=shlex.join(["python", "-m", "benchmarks", *shown]),
+        shards=tuple(sorted({1, *args.shards})) if args.shards else (),
     )

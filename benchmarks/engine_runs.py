@@ -4,7 +4,9 @@ Stage times come from the run's last log line ("Batch job completed": duration_s
 stage_seconds, the latter summed over chunks, hence over concurrent workers). Candidate
 selection is the time from the job's start (completion timestamp minus duration_seconds) to
 "Batch job started"; the interpreter's start-up (imports) is what remains before that. Peak
-RSS is the job process's own ru_maxrss, from os.wait4 in a small launcher (see _LAUNCHER).
+RSS and CPU time are the job process's own ru_maxrss and ru_utime + ru_stime, from os.wait4 in a
+small launcher (see _LAUNCHER). `start_engine` / `finish_engine` let several runs go at once
+(the shard sweep, shard_sweep.py); `run_engine` is one run start to finish.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,19 +29,21 @@ from benchmarks.config import BENCH_DIR
 _CLEARED = (
     "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME", "DB_SSLMODE", "DB_READ_HOST", "DB_MAX_OPEN_CONNS",
     "MONTAGE_MAX_ITEMS", "MONTAGE_MIN_INTEREST_OCCURRENCE", "MONTAGE_INTEREST_LOOKBACK_DAYS",
-    "MONTAGE_PRIVACY_INCLUDED", "USER_ID_FILTER", "MONTAGE_SHARD", "PUSHGATEWAY_URL", "USER_SERVICE_URL",
+    "MONTAGE_PRIVACY_INCLUDED", "USER_ID_FILTER", "MONTAGE_SHARD", "MONTAGE_SHARD_COUNT", "JOB_COMPLETION_INDEX",
+    "PUSHGATEWAY_URL", "USER_SERVICE_URL",
     "CHECKIN_SERVICE_URL", "BATCH_MODE", "DEBUG", "WATERMARK_OVERLAP", "CACHE_TTL",
 )  # fmt: skip
 STAGES = ("extract", "compute", "write")
 # A fork/vfork child's ru_maxrss starts at its parent's RSS (Linux carries the old mm's high-water
 # mark across exec), so the job is started by this tiny interpreter rather than by the benchmark,
-# whose own RSS would otherwise show up as the job's peak. It reports the job's ru_maxrss (KiB).
+# whose own RSS would otherwise show up as the job's peak. It reports the job's ru_maxrss (KiB)
+# and its CPU seconds (user + system).
 _LAUNCHER = """
 import os, sys
 pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as out:
-    out.write(str(usage.ru_maxrss))
+    out.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -70,6 +75,8 @@ class EngineRun:
     log_path: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     reconciled: bool = False  # the run ran the reconciliation query
+    cpu_seconds: float = 0.0  # the job process's user + system CPU time
+    finished_at: float = 0.0  # Unix time of its "Batch job completed" line
 
     @property
     def users_per_second(self) -> float:
@@ -103,6 +110,57 @@ def child_environment(database_url: str, batch_size: int, concurrency: int) -> d
     return env
 
 
+@dataclass
+class StartedEngine:
+    """A `montage-vec once` child under way (see start_engine)."""
+
+    label: str
+    batch_size: int
+    concurrency: int
+    log_path: Path
+    rss_path: Path
+    stderr_path: Path
+    process: subprocess.Popen[bytes]
+    spawned_wall: float
+    spawned: float
+
+
+def start_engine(
+    *,
+    label: str,
+    database_url: str,
+    as_of: datetime,
+    batch_size: int,
+    concurrency: int,
+    full: bool,
+    log_dir: Path,
+    wrapper: list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> StartedEngine:
+    """Spawn one `montage-vec once` child; `finish_engine` waits for it."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{label}.jsonl"
+    command = [*(wrapper or []), sys.executable, "-m", "montage_vec", "once", "--as-of", as_of.isoformat()]
+    command += ["--full"] if full else []
+    command[0] = shutil.which(command[0]) or command[0]  # posix_spawn wants a path
+    env = {**child_environment(database_url, batch_size, concurrency), **(extra_env or {})}
+    rss_path, stderr_path = log_dir / f"{label}.maxrss", log_dir / f"{label}.stderr"
+    with ExitStack() as files:  # the child keeps its own copies of the descriptors
+        log = files.enter_context(log_path.open("w"))
+        err = files.enter_context(stderr_path.open("w"))
+        spawned_wall, spawned = time.time(), time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(rss_path), *command],
+            stdout=log,
+            stderr=err,
+            env=env,
+            cwd=log_dir,
+        )
+    return StartedEngine(
+        label, batch_size, concurrency, log_path, rss_path, stderr_path, process, spawned_wall, spawned
+    )
+
+
 def run_engine(
     *,
     label: str,
@@ -115,46 +173,49 @@ def run_engine(
     wrapper: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> EngineRun:
-    """One `montage-vec once` in a child process; raises EngineRunError unless it completed."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{label}.jsonl"
-    rss_path = log_dir / f"{label}.maxrss"
-    command = [*(wrapper or []), sys.executable, "-m", "montage_vec", "once", "--as-of", as_of.isoformat()]
-    command += ["--full"] if full else []
-    command[0] = shutil.which(command[0]) or command[0]  # posix_spawn wants a path
-    env = {**child_environment(database_url, batch_size, concurrency), **(extra_env or {})}
-    with log_path.open("w") as log, (log_dir / f"{label}.stderr").open("w") as err:
-        spawned_wall = time.time()
-        spawned = time.perf_counter()
-        child = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(rss_path), *command],
-            stdout=log,
-            stderr=err,
-            env=env,
-            cwd=log_dir,
-            check=False,
-        )
-        process_seconds = time.perf_counter() - spawned
+    """One `montage-vec once` in a child process, to its end; raises EngineRunError unless it completed."""
+    started = start_engine(
+        label=label,
+        database_url=database_url,
+        as_of=as_of,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        full=full,
+        log_dir=log_dir,
+        wrapper=wrapper,
+        extra_env=extra_env,
+    )
+    return finish_engine(started)
+
+
+def finish_engine(started: StartedEngine, exited: float | None = None) -> EngineRun:
+    """Wait for the child and read its outcome; raises EngineRunError unless it completed.
+
+    `exited`: the perf_counter() at which the caller saw the child end (default: now, after waiting)."""
+    returncode = started.process.wait()
+    exited = exited if exited is not None else time.perf_counter()
+    label, log_path = started.label, started.log_path
     lines = _log_lines(log_path)
     completed = _last(lines, "Batch job completed")
-    if child.returncode != 0 or completed is None:
-        tail = (log_dir / f"{label}.stderr").read_text()[-2000:]
-        raise EngineRunError(f"engine run {label!r} exited {child.returncode}; see {log_path}\n{tail}")
-    started = _last(lines, "Batch job started") or {}
+    if returncode != 0 or completed is None:
+        tail = started.stderr_path.read_text()[-2000:]
+        raise EngineRunError(f"engine run {label!r} exited {returncode}; see {log_path}\n{tail}")
+    start_line = _last(lines, "Batch job started") or {}
     finished_at = _timestamp(completed)
     job_seconds = float(completed["duration_seconds"])
     job_start = finished_at - job_seconds
-    started_at = _timestamp(started) if started else job_start
+    started_at = _timestamp(start_line) if start_line else job_start
+    max_rss_kib, cpu_seconds = started.rss_path.read_text().split()
     return EngineRun(
         label=label,
         mode=str(completed.get("mode")),
-        batch_size=batch_size,
-        concurrency=concurrency,
-        process_seconds=process_seconds,
+        batch_size=started.batch_size,
+        concurrency=started.concurrency,
+        process_seconds=exited - started.spawned,
         job_seconds=job_seconds,
-        startup_seconds=max(0.0, job_start - spawned_wall),
+        startup_seconds=max(0.0, job_start - started.spawned_wall),
         candidate_seconds=max(0.0, started_at - job_start),
-        candidates=int(started.get("candidates", completed.get("processed", 0))),
+        candidates=int(start_line.get("candidates", completed.get("processed", 0))),
         processed=int(completed["processed"]),
         checkins=int(completed["checkins"]),
         general_montages=int(completed["general_montages"]),
@@ -163,10 +224,12 @@ def run_engine(
         montages_removed=int(completed["montages_removed"]),
         chunks=int(completed["chunks"]),
         errors=int(completed["errors"]),
-        peak_rss_bytes=int(rss_path.read_text()) * 1024,  # Linux reports kilobytes
+        peak_rss_bytes=int(max_rss_kib) * 1024,  # Linux reports kilobytes
         log_path=log_path,
         stage_seconds={stage: float(completed.get("stage_seconds", {}).get(stage, 0.0)) for stage in STAGES},
-        reconciled=bool(started.get("reconciled", False)),
+        reconciled=bool(start_line.get("reconciled", False)),
+        cpu_seconds=float(cpu_seconds),
+        finished_at=finished_at,
     )
 
 

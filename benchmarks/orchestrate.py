@@ -23,6 +23,7 @@ from benchmarks.machine import describe_machine
 from benchmarks.plot import write_plot
 from benchmarks.report import render
 from benchmarks.results import BenchResults
+from benchmarks.shard_sweep import run_shard_sweep
 from benchmarks.transfer_floor import run_transfer_floor
 from montage_vec.datagen import SyntheticSpec
 from montage_vec.engine import MontageParams
@@ -133,6 +134,20 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         incremental = engine("incremental", batch_size, concurrency, full=False)
         echo("incremental run with no changes that runs the reconciliation query (MONTAGE_RECONCILE_EVERY=1)")
         reconciling = engine("reconciling", batch_size, concurrency, full=False, extra_env=RECONCILE_EVERY_RUN)
+        # Last of the runs on these tables: runs under other shard counts make 0/1's next run a full one.
+        shards = []
+        if config.shards:
+            echo(f"shard sweep: the full run as {list(config.shards)} processes at once")
+            shards = run_shard_sweep(
+                db,
+                config.shards,
+                repeat=config.repeat,
+                as_of=config.as_of,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                log_dir=log_dir,
+                echo=echo,
+            )
         profile = _profile(config, db, log_dir, batch_size, concurrency, echo) if config.profile else []
     finally:
         if config.keep:
@@ -156,6 +171,7 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         sql=sql,
         floor=floor,
         profile=profile,
+        shards=shards,
     )
     results.total_seconds = time.perf_counter() - started
     return results

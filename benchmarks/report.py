@@ -6,6 +6,7 @@ import os
 
 from benchmarks.engine_runs import STAGES, EngineRun
 from benchmarks.results import BenchResults
+from benchmarks.shard_sweep import render_shards
 
 MIB = 2**20
 
@@ -264,7 +265,7 @@ def _sweep(r: BenchResults) -> list[str]:
 
 def render(results: BenchResults) -> str:
     lines = _context(results) + _ratios(results) + _runs(results) + _stages(results)
-    lines += _baselines(results) + _sweep(results)
+    lines += _baselines(results) + _sweep(results) + render_shards(results.shards)
     lines += results.profile
     if results.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]

@@ -10,6 +10,7 @@ from benchmarks.config import BenchConfig
 from benchmarks.dataset import ChangeResult, LoadResult
 from benchmarks.engine_runs import EngineRun
 from benchmarks.machine import Machine
+from benchmarks.shard_sweep import ShardPoint
 from benchmarks.transfer_floor import FloorResult
 
 
@@ -32,6 +33,7 @@ class BenchResults:
     total_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     profile: list[str] = field(default_factory=list)
+    shards: list[ShardPoint] = field(default_factory=list)  # the shard sweep (--shards), one point per count
 
     @property
     def best(self) -> EngineRun:
