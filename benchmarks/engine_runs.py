@@ -77,6 +77,9 @@ class EngineRun:
     reconciled: bool = False  # the run ran the reconciliation query
     cpu_seconds: float = 0.0  # the job process's user + system CPU time
     finished_at: float = 0.0  # Unix time of its "Batch job completed" line
+    # The longest chunk (extract + compute + write): what a SIGTERM may have to wait for, so
+    # the manifests' terminationGracePeriodSeconds is sized from it.
+    slowest_chunk_seconds: float = 0.0
 
     @property
     def users_per_second(self) -> float:
@@ -230,7 +233,17 @@ def finish_engine(started: StartedEngine, exited: float | None = None) -> Engine
         reconciled=bool(start_line.get("reconciled", False)),
         cpu_seconds=float(cpu_seconds),
         finished_at=finished_at,
+        slowest_chunk_seconds=_slowest_chunk_seconds(lines),
     )
+
+
+def _slowest_chunk_seconds(lines: list[dict[str, Any]]) -> float:
+    chunk_times = [
+        sum(float(spent) for spent in line.get("stage_seconds", {}).values())
+        for line in lines
+        if line.get("message") == "chunk committed"
+    ]
+    return max(chunk_times, default=0.0)
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:

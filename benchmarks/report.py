@@ -65,6 +65,7 @@ def _context(r: BenchResults) -> list[str]:
 def _ratios(r: BenchResults) -> list[str]:
     rows = [[what, _share(value, want), want, "yes" if met else "**no**"] for what, value, want, met in r.ratios()]
     rows.append(["peak RSS of the full run (job process)", _mib(r.full.peak_rss_bytes), "-", "-"])
+    rows.append(["slowest chunk of the full run (SIGTERM drain)", f"{r.full.slowest_chunk_seconds:.2f} s", "-", "-"])
     return ["## Target ratios", "", *_table(["ratio", "measured", "wanted", "met"], rows), ""]
 
 
