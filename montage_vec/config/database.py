@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, unquote, urlencode, urlsplit
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from montage_vec.config.settings import Settings
 
 DEFAULT_DUCKDB_PATH = Path("montage.duckdb")
+# How long a chunk waits for DB_READ_HOST to replay up to the primary's position (DB_READ_MAX_LAG).
+DEFAULT_READ_MAX_LAG = timedelta(seconds=30)
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 _SCHEME = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*):", re.I)
@@ -52,11 +55,13 @@ class DatabaseTarget:
 
     `schema` holds the job's own tables (None: the connection's current schema); `source`
     is the relation check-ins are read from; `session_options` are the operator's PGOPTIONS.
+    `read_max_lag` bounds the wait for the read replica (`read_location`) to catch up.
     """
 
     kind: Literal["duckdb", "postgresql"]
     location: str = field(repr=False)
     read_location: str | None = field(default=None, repr=False)
+    read_max_lag: timedelta = DEFAULT_READ_MAX_LAG
     duckdb_memory_limit: str | None = None
     schema: str | None = None
     source: RelationName = field(default_factory=lambda: RelationName(DEFAULT_SOURCE))
@@ -73,7 +78,13 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
     source = settings.source()
     if target.kind == "duckdb":
         _refuse_catalog_names(Path(target.location).stem, settings.montage_schema, source.schema)
-    return replace(target, schema=settings.montage_schema, source=source, session_options=settings.pgoptions)
+    return replace(
+        target,
+        schema=settings.montage_schema,
+        source=source,
+        session_options=settings.pgoptions,
+        read_max_lag=settings.db_read_max_lag,
+    )
 
 
 def _refuse_catalog_names(catalog: str, *schemas: str | None) -> None:

@@ -16,7 +16,7 @@ from croniter import croniter
 from pydantic import BeforeValidator, ByteSize, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from montage_vec.config.database import DatabaseTarget, resolve_database
+from montage_vec.config.database import DEFAULT_READ_MAX_LAG, DatabaseTarget, resolve_database
 from montage_vec.config.durations import parse_duration
 from montage_vec.config.relation import DEFAULT_SOURCE, RelationName, parse_schema
 from montage_vec.config.secrets import redact, register_secret
@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # How long a run keeps retrying work that failed on a lost connection (a restart).
     db_reconnect_timeout: Duration = timedelta(seconds=60)
     db_read_host: str | None = None
+    # How long a chunk waits for DB_READ_HOST to replay up to the primary's position before
+    # its extraction fails as a transient error (README, DB_READ_HOST).
+    db_read_max_lag: Duration = DEFAULT_READ_MAX_LAG
     # A run needs its control connection plus at least one chunk worker.
     db_max_open_conns: int | None = Field(default=None, ge=2)
     # The embedded database's buffer pool lives in the job's own process.
@@ -197,6 +200,7 @@ class Settings(BaseSettings):
         "cache_ttl",
         "db_connect_timeout",
         "db_reconnect_timeout",
+        "db_read_max_lag",
         "batch_processing_timeout",
         "montage_max_clock_skew",
     )

@@ -27,7 +27,12 @@ def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:
         return Store(backend, tables)
     from montage_vec.stores.backends.postgres import PostgresBackend
 
-    backend_pg = PostgresBackend(target.location, read_uri=target.read_location, session_options=target.session_options)
+    backend_pg = PostgresBackend(
+        target.location,
+        read_uri=target.read_location,
+        session_options=target.session_options,
+        read_max_lag=target.read_max_lag,
+    )
     return Store(backend_pg, tables)
 
 

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "db_sslmode": "prefer",
     "db_connect_timeout": timedelta(seconds=10),
     "db_read_host": None,
+    "db_read_max_lag": timedelta(seconds=30),
     "db_max_open_conns": None,
     "duckdb_memory_limit": "256MB",
     "montage_source": "checkins",
@@ -136,6 +137,9 @@ UPPER_UUID = "6F9619FF-8B86-D011-B42D-00CF4FC964FF"
         ("MONTAGE_SCHEDULE_TZ", "Europe/Berlin", "montage_schedule_tz", "Europe/Berlin"),
         ("WATERMARK_OVERLAP", "0", "watermark_overlap", timedelta(0)),
         ("CACHE_TTL", "1h30m", "cache_ttl", timedelta(minutes=90)),
+        ("DB_READ_MAX_LAG", "1s", "db_read_max_lag", timedelta(seconds=1)),
+        ("DB_READ_MAX_LAG", "500ms", "db_read_max_lag", timedelta(milliseconds=500)),
+        ("DB_READ_MAX_LAG", "0", "db_read_max_lag", timedelta(0)),
         ("DB_MAX_OPEN_CONNS", "4", "db_max_open_conns", 4),
         ("CHECKIN_SERVICE_PAGE_SIZE", "7", "checkin_service_page_size", 7),
     ],
@@ -180,6 +184,8 @@ INVALID = [
     ("MONTAGE_SCHEDULE_TZ", "../../etc/passwd"),
     ("BATCH_PROCESSING_TIMEOUT", "forever"),
     ("WATERMARK_OVERLAP", "-5m"),
+    ("DB_READ_MAX_LAG", "-1s"),
+    ("DB_READ_MAX_LAG", "a while"),
     ("DB_CONNECT_TIMEOUT", "10 seconds"),
     ("MONTAGE_SHARD", "3/2"),
     ("MONTAGE_SHARD", "2/2"),
@@ -385,6 +391,17 @@ def test_db_read_host_with_url_without_credentials_or_port(monkeypatch: pytest.M
     monkeypatch.setenv("DATABASE_URL", "postgresql://primary.internal/montages")
     monkeypatch.setenv("DB_READ_HOST", "replica.internal")
     assert load_settings().database().read_location == "postgresql://replica.internal/montages"
+
+
+@pytest.mark.parametrize(("text", "expected"), [(None, timedelta(seconds=30)), ("2m", timedelta(minutes=2))])
+def test_db_read_max_lag_reaches_the_database_target(
+    monkeypatch: pytest.MonkeyPatch, text: str | None, expected: timedelta
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@primary.internal:6543/montages")
+    monkeypatch.setenv("DB_READ_HOST", "replica.internal")
+    if text is not None:
+        monkeypatch.setenv("DB_READ_MAX_LAG", text)
+    assert load_settings().database().read_max_lag == expected
 
 
 def test_db_read_host_is_ignored_for_duckdb(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,8 @@
 The test session runs one (tests.support.session_cluster) unless MONTAGE_TEST_PG_URL names a
 server; a test that restarts or crashes PostgreSQL starts another of its own, so that the
 session's server never restarts under other tests. Each is `initdb` into a fresh directory,
-trust authentication for a `root` superuser, and `pg_ctl` to start, restart and stop it.
+trust authentication for a `root` superuser, and `pg_ctl` to start, restart and stop it. A
+replica (`temporary_replica`) is a `pg_basebackup` of a started cluster, streaming from it.
 PostgreSQL refuses to run as the operating system's root, so under root the commands run as
 the `postgres` system user (which the Debian packages create), in a directory it owns.
 """
@@ -89,6 +90,19 @@ class TemporaryCluster:
         options = " ".join([f"-p {self.port}", f"-k {self._root}", *(f"-c {k}={v}" for k, v in self._settings.items())])
         self._pg_ctl("start", "-o", options, "-l", str(self.log_file))
 
+    def replicate(self, primary: TemporaryCluster) -> None:
+        """Make this cluster, not started yet, a physical streaming replica of the started `primary`.
+
+        A base backup over the replication protocol (initdb's trust lines allow it from
+        127.0.0.1), with the WAL it needs streamed and `primary_conninfo` plus standby.signal
+        written (-R); `start` then starts a hot standby that replays the primary's WAL.
+        """
+        self._run(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "root", "-D", str(self.data)),
+            *("-R", "-X", "stream", "--checkpoint=fast", "--no-sync"),
+        )
+
     def stop(self, mode: Literal["smart", "fast", "immediate"] = "immediate") -> None:
         """Stop the server: `fast` ends sessions cleanly, `immediate` is a crash, recovered on start."""
         self._pg_ctl("stop", "-m", mode)
@@ -124,6 +138,23 @@ def temporary_cluster(settings: Mapping[str, str] | None = None) -> Iterator[Tem
         cluster.start()
         yield cluster
     finally:
-        with suppress(subprocess.CalledProcessError):  # already stopped
-            cluster.stop()
-        cluster.remove()
+        _discard(cluster)
+
+
+@contextmanager
+def temporary_replica(primary: TemporaryCluster) -> Iterator[TemporaryCluster]:
+    """A started hot standby streaming from `primary` (see `replicate`), on a port of its own;
+    stopped and removed afterwards however the test ends."""
+    replica = TemporaryCluster()
+    try:
+        replica.replicate(primary)
+        replica.start()
+        yield replica
+    finally:
+        _discard(replica)
+
+
+def _discard(cluster: TemporaryCluster) -> None:
+    with suppress(subprocess.CalledProcessError):  # already stopped, or never started
+        cluster.stop()
+    cluster.remove()

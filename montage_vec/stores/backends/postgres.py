@@ -4,6 +4,8 @@ Bulk reads run without bound parameters so the driver streams them with binary C
 frames are staged into temporary tables with `adbc_ingest` (binary COPY). Each connection
 is used by one thread only (the driver does not allow sharing). Run locks are session-level
 advisory locks, released by the server when the connection ends, however it ends.
+A read replica (DB_READ_HOST) serves extraction only once it has caught up with the primary
+(see `replica`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import adbc_driver_postgresql.dbapi as dbapi
 import polars as pl
 
+from montage_vec.config.database import DEFAULT_READ_MAX_LAG
 from montage_vec.stores import chunk_sql, statements
+from montage_vec.stores.backends import replica
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import INSUFFICIENT_PRIVILEGE, Fault, FaultKind, first_line, store_error
 from montage_vec.stores.render import Keyword
@@ -163,13 +168,20 @@ def _connect_fault(exc: BaseException) -> Fault:
 class PostgresBackend:
     dialect = POSTGRES
 
-    def __init__(self, uri: str, read_uri: str | None = None, session_options: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        read_uri: str | None = None,
+        session_options: str | None = None,
+        read_max_lag: timedelta = DEFAULT_READ_MAX_LAG,
+    ) -> None:
         self._uri = uri
         self._read_uri = read_uri
         self._session_options = session_options
+        self._read_max_lag = read_max_lag
 
     def connect(self) -> PostgresConnection:
-        return PostgresConnection(self._uri, self._read_uri, self._session_options)
+        return PostgresConnection(self._uri, self._read_uri, self._session_options, self._read_max_lag)
 
     def close(self) -> None:
         """Connections are their sessions'; the backend holds none."""
@@ -178,11 +190,18 @@ class PostgresBackend:
 class PostgresConnection:
     dialect = POSTGRES
 
-    def __init__(self, uri: str, read_uri: str | None, session_options: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        read_uri: str | None,
+        session_options: str | None = None,
+        read_max_lag: timedelta = DEFAULT_READ_MAX_LAG,
+    ) -> None:
         self._connection = connect(uri, session_options)
         self._uri = uri
         self._read_uri = read_uri
         self._session_options = session_options
+        self._read_max_lag = read_max_lag
         self._reader: Any | None = None
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -246,9 +265,13 @@ class PostgresConnection:
                 connection.close()
 
     def _fetch_from_replica(self, sql: str) -> pl.DataFrame:
+        # On the primary, in the extraction's unit: after planning, so past every commit it saw.
+        position, primary = replica.primary_position(self._connection)
+        read_uri = self._read_uri or ""
         if self._reader is None:
-            self._reader = connect(self._read_uri or "", self._session_options)
+            self._reader = connect(read_uri, self._session_options)
         try:
+            replica.await_replay(self._reader, position, primary, self._read_max_lag, replica.replica_host(read_uri))
             with self._reader.cursor() as cursor:
                 cursor.execute(sql)
                 table = cursor.fetch_arrow_table()
