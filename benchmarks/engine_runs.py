@@ -6,7 +6,7 @@ selection is the time from the job's start (completion timestamp minus duration_
 "Batch job started"; the interpreter's start-up (imports) is what remains before that. Peak
 RSS and CPU time are the job process's own ru_maxrss and ru_utime + ru_stime, from os.wait4 in a
 small launcher (see _LAUNCHER). `start_engine` / `finish_engine` let several runs go at once
-(the shard sweep, shard_sweep.py); `run_engine` is one run start to finish.
+(the shard sweep, shard_sweep.py); `finish_engine(start_engine(...))` is one run start to finish.
 """
 
 from __future__ import annotations
@@ -162,33 +162,6 @@ def start_engine(
     return StartedEngine(
         label, batch_size, concurrency, log_path, rss_path, stderr_path, process, spawned_wall, spawned
     )
-
-
-def run_engine(
-    *,
-    label: str,
-    database_url: str,
-    as_of: datetime,
-    batch_size: int,
-    concurrency: int,
-    full: bool,
-    log_dir: Path,
-    wrapper: list[str] | None = None,
-    extra_env: dict[str, str] | None = None,
-) -> EngineRun:
-    """One `montage-vec once` in a child process, to its end; raises EngineRunError unless it completed."""
-    started = start_engine(
-        label=label,
-        database_url=database_url,
-        as_of=as_of,
-        batch_size=batch_size,
-        concurrency=concurrency,
-        full=full,
-        log_dir=log_dir,
-        wrapper=wrapper,
-        extra_env=extra_env,
-    )
-    return finish_engine(started)
 
 
 def finish_engine(started: StartedEngine, exited: float | None = None) -> EngineRun:

@@ -6,7 +6,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
 from benchmarks import profiling
@@ -18,7 +17,7 @@ from benchmarks.config import BenchConfig, parse_config
 from benchmarks.database import BenchDatabase, PostgresDatabase
 from benchmarks.dataset import change_users, load_checkins, sample_users
 from benchmarks.duck_database import DuckDatabase
-from benchmarks.engine_runs import EngineRun, EngineRunError, run_engine
+from benchmarks.engine_runs import EngineRun, EngineRunError, finish_engine, start_engine
 from benchmarks.machine import describe_machine
 from benchmarks.plot import write_plot
 from benchmarks.report import render
@@ -43,13 +42,6 @@ def open_database(config: BenchConfig) -> BenchDatabase:
     return DuckDatabase.create(config.out / f"{name}.duckdb")
 
 
-def settle(db: BenchDatabase) -> None:
-    """Flush dirty pages now rather than during the next timed step, and let go of the DuckDB file."""
-    with suppress(Exception):  # PostgreSQL's CHECKPOINT needs a privileged role; it only reduces noise
-        db.execute("CHECKPOINT")
-    db.close()
-
-
 RECONCILE_EVERY_RUN = {"MONTAGE_RECONCILE_EVERY": "1"}
 
 
@@ -72,16 +64,18 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         def engine(
             label: str, batch_size: int, concurrency: int, full: bool, extra_env: dict[str, str] | None = None
         ) -> EngineRun:
-            settle(db)
-            run = run_engine(
-                label=label,
-                database_url=db.url,
-                as_of=config.as_of,
-                batch_size=batch_size,
-                concurrency=concurrency,
-                full=full,
-                log_dir=log_dir,
-                extra_env=extra_env,
+            db.settle()
+            run = finish_engine(
+                start_engine(
+                    label=label,
+                    database_url=db.url,
+                    as_of=config.as_of,
+                    batch_size=batch_size,
+                    concurrency=concurrency,
+                    full=full,
+                    log_dir=log_dir,
+                    extra_env=extra_env,
+                )
             )
             echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s,"
                  f" peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip
@@ -111,20 +105,20 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         full = fresh_full("full", batch_size, concurrency)
 
         echo("baseline 2: set-based SQL")
-        settle(db)
+        db.settle()
         sql = run_sql_baseline(db, config.as_of, params)
         db.drop_tables(f"{SQL_PREFIX}montage_items", f"{SQL_PREFIX}montages")
         echo(f"  {sql.seconds:.2f} s; montage counts {'equal' if sql.counts_match else 'DIFFER from'} the engine's")
 
         echo("baseline 3: transfer floor")
-        settle(db)
+        db.settle()
         floor = run_transfer_floor(db, config.out / "scratch")
         echo(f"  read {floor.read_rows:,} rows in {floor.read_seconds:.2f} s, "
              f"wrote {floor.write_rows:,} rows in {floor.write_seconds:.2f} s")  # fmt: skip
 
         echo(f"baseline 1: per-user loop over {config.sample_users} sampled users")
         sample = sample_users(db, config.sample_users, config.seed)
-        settle(db)
+        db.settle()
         loop = run_loop(db, sample, config.as_of, params)
         db.drop_tables(f"{LOOP_PREFIX}montage_items", f"{LOOP_PREFIX}montages")
         echo(f"  {loop.users_per_second:,.1f} users/s ({loop.statements:,} statements)")
@@ -185,16 +179,18 @@ def _profile(
     wrapper = profiling.py_spy_wrapper(raw)
     echo(f"profile: full run under py-spy -> {raw}")
     db.reset_job_tables()
-    settle(db)
-    run_engine(
-        label="profile",
-        database_url=db.url,
-        as_of=config.as_of,
-        batch_size=batch_size,
-        concurrency=concurrency,
-        full=True,
-        log_dir=log_dir,
-        wrapper=wrapper,
+    db.settle()
+    finish_engine(
+        start_engine(
+            label="profile",
+            database_url=db.url,
+            as_of=config.as_of,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            full=True,
+            log_dir=log_dir,
+            wrapper=wrapper,
+        )
     )
     return profiling.render(profiling.summarize(raw), raw)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -133,9 +132,7 @@ def run_point(
     """N full runs at once on emptied tables, each its own shard."""
     db.reset_job_tables()
     postmaster = postmaster_of(db)
-    with suppress(Exception):  # as orchestrate.settle: flush dirty pages before the clock starts
-        db.execute("CHECKPOINT")
-    db.close()
+    db.settle()
     before = server_cpu_seconds(postmaster)
     spawned = time.perf_counter()
     started = [
