@@ -33,6 +33,8 @@ class RunOptions:
     as_of: datetime | None = None
     dry_run: bool = False
     allow_future: bool = False  # an as_of beyond MONTAGE_MAX_CLOCK_SKEW ahead of the clock
+    # Chosen by the caller when lines logged before the run (its configuration) must carry it.
+    job_id: str | None = None
 
 
 # Before the Unix epoch no check-in exists, and as_of minus the interest window would soon

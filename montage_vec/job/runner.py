@@ -86,7 +86,7 @@ class _Run:
         self.retry_policy = RetryPolicy(settings.chunk_retry_attempts, settings.db_reconnect_timeout)
         started_at = utc_now()
         self.summary = RunSummary(
-            job_id=new_job_id(started_at),
+            job_id=options.job_id or new_job_id(started_at),
             mode="pending",
             as_of=options.as_of or started_at,
             started_at=started_at,
