@@ -1,8 +1,9 @@
 """Bring check-ins from any source to CHECKIN_SCHEMA (plus OPTIONAL_CHECKIN_SCHEMA), and set
 aside rows that cannot be used.
 
-A source with a missing column or an uncastable type is a programming or configuration
-error and raises InputDataError naming the column. A row that breaks the table's NOT NULL
+A source without a required column (REQUIRED_CHECKIN_COLUMNS) or with a column of the wrong
+type is a programming or configuration error and raises InputDataError naming the column;
+the other contract columns are NULL when absent. A row that breaks the table's NOT NULL
 promises (no id, no created_at) only takes its own user out of the run: the job puts that
 user on the retry list and writes everyone else.
 """
@@ -12,22 +13,29 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from montage_vec.engine.schema import CHECKIN_SCHEMA, OPTIONAL_CHECKIN_SCHEMA, REJECTED_SCHEMA
+from montage_vec.engine.schema import (
+    CHECKIN_SCHEMA,
+    OPTIONAL_CHECKIN_SCHEMA,
+    REJECTED_SCHEMA,
+    REQUIRED_CHECKIN_COLUMNS,
+)
 from montage_vec.errors import InputDataError
+
+ENGINE_COLUMNS: dict[str, pl.DataType] = {**CHECKIN_SCHEMA, **OPTIONAL_CHECKIN_SCHEMA}
 
 
 def conform_checkins(checkins: pl.DataFrame | pa.Table) -> pl.DataFrame:
     """The engine's columns, in its types; an absent optional column is all NULL, extra columns are dropped."""
     frame = checkins if isinstance(checkins, pl.DataFrame) else _from_arrow(checkins)
-    missing = [name for name in CHECKIN_SCHEMA if name not in frame.columns]
+    missing = [name for name in REQUIRED_CHECKIN_COLUMNS if name not in frame.columns]
     if missing:
         raise InputDataError(f"check-ins lack required column(s): {', '.join(missing)}")
-    required = [_conform_column(frame, name, dtype) for name, dtype in CHECKIN_SCHEMA.items()]
-    optional = [
-        _conform_column(frame, name, dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
-        for name, dtype in OPTIONAL_CHECKIN_SCHEMA.items()
-    ]
-    return frame.select([*required, *optional])
+    return pl.DataFrame(
+        [
+            _conform_column(frame[name], dtype) if name in frame.columns else _all_null(name, dtype, frame.height)
+            for name, dtype in ENGINE_COLUMNS.items()
+        ]
+    )
 
 
 def _from_arrow(table: pa.Table) -> pl.DataFrame:
@@ -37,20 +45,35 @@ def _from_arrow(table: pa.Table) -> pl.DataFrame:
     return converted
 
 
-def _conform_column(frame: pl.DataFrame, name: str, target: pl.DataType) -> pl.Expr:
-    source = frame.schema[name]
-    column = pl.col(name)
+def _all_null(name: str, dtype: pl.DataType, height: int) -> pl.Series:
+    return pl.Series(name, [], dtype).extend_constant(None, height)
+
+
+def _conform_column(column: pl.Series, target: pl.DataType) -> pl.Series:
+    """`column` cast to `target`; InputDataError naming it when its type does not fit.
+
+    Only casts that keep the meaning are made: text stays text (uuids are their text),
+    times stay times; a number is no id and a string is no list of tags.
+    """
+    source = column.dtype
+    if not _fits(source, target):
+        expected = "a list of strings" if isinstance(target, pl.List) else str(target)
+        raise InputDataError(f"check-in column {column.name!r} has type {source}, expected {expected}")
     if isinstance(target, pl.Datetime) and isinstance(source, pl.Datetime):
         # Naive timestamps are taken as UTC (contract: all times are UTC); zoned ones are converted.
         zoned = column.dt.replace_time_zone("UTC") if source.time_zone is None else column
-        column = zoned.dt.convert_time_zone("UTC")
-    elif source == pl.Null:
-        column = column.cast(target)
-    try:
-        frame.head(0).select(column.cast(target, strict=True))
-    except pl.exceptions.PolarsError as exc:
-        raise InputDataError(f"check-in column {name!r} has type {source}, expected {target}") from exc
+        return zoned.dt.convert_time_zone("UTC").cast(target)
     return column.cast(target)
+
+
+def _fits(source: pl.DataType, target: pl.DataType) -> bool:
+    if source == pl.Null:
+        return True
+    if isinstance(target, pl.List):
+        return isinstance(source, pl.List) and _fits(source.inner, target.inner)
+    if isinstance(target, pl.Datetime):
+        return isinstance(source, pl.Datetime | pl.Date)
+    return isinstance(source, pl.String | pl.Categorical | pl.Enum)
 
 
 def split_rejected(checkins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

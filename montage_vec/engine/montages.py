@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from montage_vec.engine.conform import conform_checkins, split_rejected
 from montage_vec.engine.duplicates import keep_one_row_per_id
+from montage_vec.engine.ids import montage_ids
 from montage_vec.engine.params import MontageParams
 from montage_vec.engine.schema import GENERAL, INTEREST, ITEM_SCHEMA, MONTAGE_KEY, MONTAGE_SCHEMA
 from montage_vec.engine.tags import explode_normalized_tags
@@ -32,7 +33,7 @@ class MontageSet:
     """The montages of a set of users.
 
     `montages` and `items` follow MONTAGE_SCHEMA and ITEM_SCHEMA; items reference their
-    montage by (user_id, kind, interest). `rejected` lists users whose check-ins could not
+    montage by `montage_id`, and by (user_id, kind, interest). `rejected` lists users whose check-ins could not
     be processed (user_id, error): they get no montages here and their stored ones must be
     left as they are.
     """
@@ -68,7 +69,7 @@ def compute_montages(
     item_rows = pl.concat([_general_item_rows(eligible, params), _interest_item_rows(tag_rows, qualifying, params)])
     items = _attach_widgets(item_rows, eligible, valid, tag_rows)
     montages = _summarize(items, qualifying)
-    return MontageSet(montages=montages, items=items, rejected=rejected)
+    return MontageSet(montages=montages, items=_with_montage_ids(items, montages), rejected=rejected)
 
 
 def _eligible_in_item_order(checkins: pl.DataFrame, params: MontageParams) -> pl.DataFrame:
@@ -149,14 +150,23 @@ def _attach_widgets(
         )
     )
     items = item_rows.join(shown, on="row_nr", how="inner").drop("row_nr")
-    return items.sort([*MONTAGE_KEY, "position"]).select(
-        [pl.col(name).cast(dtype) for name, dtype in ITEM_SCHEMA.items()]
-    )
+    return items.sort([*MONTAGE_KEY, "position"])
 
 
 def _summarize(items: pl.DataFrame, qualifying: pl.DataFrame) -> pl.DataFrame:
-    """One row per montage: its item count and, for interests, when it stops qualifying."""
+    """One row per montage: its id, item count and, for interests, when it stops qualifying."""
     counts = items.group_by(MONTAGE_KEY).agg(item_count=pl.len())
     valid_until = qualifying.with_columns(kind=pl.lit(INTEREST))
-    montages = counts.join(valid_until, on=MONTAGE_KEY, how="left")
-    return montages.sort(MONTAGE_KEY).select([pl.col(name).cast(dtype) for name, dtype in MONTAGE_SCHEMA.items()])
+    montages = counts.join(valid_until, on=MONTAGE_KEY, how="left").sort(MONTAGE_KEY)
+    with_ids = montages.with_columns(montage_ids(montages["user_id"], montages["kind"], montages["interest"]))
+    return with_ids.select([pl.col(name).cast(dtype) for name, dtype in MONTAGE_SCHEMA.items()])
+
+
+def _with_montage_ids(items: pl.DataFrame, montages: pl.DataFrame) -> pl.DataFrame:
+    """Items with their montage's id, in ITEM_SCHEMA.
+
+    Both frames are sorted by MONTAGE_KEY and every montage is exactly its `item_count`
+    items, so repeating each id `item_count` times lines up with the items: no join needed.
+    """
+    ids = montages.select(pl.col("montage_id").repeat_by("item_count").explode())["montage_id"]
+    return items.with_columns(ids).select([pl.col(name).cast(dtype) for name, dtype in ITEM_SCHEMA.items()])

@@ -3,7 +3,8 @@
 The stores hand the engine check-ins with the CHECKIN_SCHEMA columns and types (uuids as
 their canonical lower-case text, so that string order equals uuid byte order), plus any of
 OPTIONAL_CHECKIN_SCHEMA they have, and take back montages and items with the output
-schemas below.
+schemas below. A caller of the engine (a notebook) may leave out every check-in column but
+REQUIRED_CHECKIN_COLUMNS: the missing ones are NULL.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ CHECKIN_SCHEMA: dict[str, pl.DataType] = {
     "tags": pl.List(pl.String()),
 }
 
+REQUIRED_CHECKIN_COLUMNS = ("id", "user_id", "created_at")
+
 # Used when present, a NULL column when not: a source with duplicate check-in ids keeps the
 # copy updated last (see duplicates.py), and a minimal source need not have the column.
 OPTIONAL_CHECKIN_SCHEMA: dict[str, pl.DataType] = {
     "updated_at": UTC_MICROS,
 }
 
+# `montage_id` derives from the montage's key exactly as the stores derive it (see ids.py).
 MONTAGE_SCHEMA: dict[str, pl.DataType] = {
+    "montage_id": pl.String(),
     "user_id": pl.String(),
     "kind": pl.String(),
     "interest": pl.String(),
@@ -41,6 +46,7 @@ MONTAGE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "montage_id": pl.String(),
     "user_id": pl.String(),
     "kind": pl.String(),
     "interest": pl.String(),

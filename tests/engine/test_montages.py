@@ -23,7 +23,6 @@ from montage_vec.engine import (
     compute_montages,
 )
 from montage_vec.engine.duplicates import WINNER_ORDER
-from montage_vec.errors import InputDataError
 from tests.engine.builders import AS_OF, CUT, LOOKBACK, U1, U2, U3, US, checkin, cid, compute, item_ids, run
 from tests.engine.reference import (
     GENERAL,
@@ -400,15 +399,6 @@ def test_updated_at_is_optional_and_conformed_like_created_at() -> None:
     naive = to_frame(rows).with_columns(pl.col("updated_at").dt.replace_time_zone(None))
     assert item_ids(from_engine(compute_montages(naive, AS_OF)), U1, GENERAL) == [cid(1)]
     assert from_engine(compute_montages(naive, AS_OF)) == run(rows)
-
-
-@pytest.mark.parametrize("column", list(CHECKIN_SCHEMA))
-def test_missing_column_raises_input_data_error_naming_it(column: str) -> None:
-    frame = to_frame([tagged(1)]).drop(column)
-    with pytest.raises(InputDataError, match=rf"\b{column}\b"):
-        compute_montages(frame, AS_OF)
-    with pytest.raises(InputDataError, match=rf"\b{column}\b"):
-        compute_montages(frame.to_arrow(), AS_OF)
 
 
 def test_untyped_all_null_columns_are_accepted() -> None:
