@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+from polars.datatypes import DataTypeClass
 
 from montage_vec.engine.schema import (
     CHECKIN_SCHEMA,
@@ -66,7 +67,7 @@ def _conform_column(column: pl.Series, target: pl.DataType) -> pl.Series:
     return column.cast(target)
 
 
-def _fits(source: pl.DataType, target: pl.DataType) -> bool:
+def _fits(source: pl.DataType | DataTypeClass, target: pl.DataType | DataTypeClass) -> bool:
     if source == pl.Null:
         return True
     if isinstance(target, pl.List):
