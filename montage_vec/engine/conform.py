@@ -92,3 +92,25 @@ def split_rejected(checkins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     rejected = bad_rows.group_by("user_id", maintain_order=True).agg(error=pl.col("problem").first())
     usable = checkins.join(rejected.select("user_id"), on="user_id", how="anti", nulls_equal=True)
     return usable, rejected.select([pl.col(n).cast(t) for n, t in REJECTED_SCHEMA.items()])
+
+
+def split_unsupported_times(checkins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(check-ins of users without one, those users with the reason), per the stores' `unsupported_time`.
+
+    The stores read times outside the years 1-9999 (which no Python datetime holds) as NULL
+    and say so in that column; such a user is set aside whole, like a rejected one.
+    """
+    if "unsupported_time" not in checkins.columns:
+        return checkins, pl.DataFrame(schema=REJECTED_SCHEMA)
+    flagged = checkins.filter(pl.col("unsupported_time").is_not_null())
+    if flagged.is_empty():
+        return checkins.drop("unsupported_time"), pl.DataFrame(schema=REJECTED_SCHEMA)
+    rejected = flagged.group_by("user_id", maintain_order=True).agg(
+        error=pl.format(
+            "check-in {} has {}, outside the supported years 1-9999",
+            pl.col("id").first(),
+            pl.col("unsupported_time").first(),
+        )
+    )
+    usable = checkins.join(rejected.select("user_id"), on="user_id", how="anti").drop("unsupported_time")
+    return usable, rejected.select([pl.col(name).cast(dtype) for name, dtype in REJECTED_SCHEMA.items()])

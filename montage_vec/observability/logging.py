@@ -66,4 +66,5 @@ def configure_logging(level: str = "info", human: bool = False, stream: TextIO |
         out.flush()
 
     logger.remove()
+    logger.enable("montage_vec")  # the package disables its logs for library callers (montage_vec/__init__.py)
     logger.add(sink, level=LOGURU_LEVELS.get(level.lower(), "INFO"), enqueue=False, catch=False)

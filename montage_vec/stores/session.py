@@ -201,6 +201,25 @@ class SqlSession(RunBookkeeping):
     def user_with_most_interests(self) -> str | None:
         return self.scalar(statements.USER_WITH_MOST_INTERESTS)  # type: ignore[no-any-return]
 
+    def stored_montages(self, user_ids: pl.Series | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(montages, items) stored for `user_ids` (all users when None), filtered in the database."""
+        with self.unit():
+            if user_ids is None:
+                montages_sql, items_sql = statements.STORED_MONTAGES, statements.STORED_ITEMS
+            else:
+                self._connection.stage("stage_users", pl.DataFrame({"user_id": user_ids}, schema={"user_id": pl.String}))
+                montages_sql = statements.STORED_MONTAGES_OF_STAGED_USERS
+                items_sql = statements.STORED_ITEMS_OF_STAGED_USERS
+            montages = self._connection.fetch_frame(self.sql(montages_sql))
+            items = self._connection.fetch_frame(self.sql(items_sql))
+        return montages, items
+
+    def source_checkins(self) -> pl.DataFrame:
+        """Every check-in of the source, in the engine's columns (see `extract_checkins`)."""
+        with self.unit():
+            extracted = self._connection.fetch_frame(self.sql(statements.EXTRACT_ALL_CHECKINS), replica=True)
+        return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
+
 
 class Store:
     """A database: hands out one SqlSession per thread (a DuckDB cursor, a PostgreSQL connection)."""

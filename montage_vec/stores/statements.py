@@ -196,4 +196,20 @@ WHERE m."user_id" = ANY({user_ids})
 ORDER BY m."kind", m."interest", i."position"
 """
 
+# The library's `read` (montage_vec.db): every stored montage and item, or those of the staged users.
+STORED_MONTAGES = """
+SELECT m."id"::VARCHAR AS "montage_id", m."user_id"::VARCHAR AS "user_id", m."kind", m."interest",
+       m."item_count", m."valid_until", m."generated_at", m."cache_expires_at", m."job_id"
+FROM {montages} m
+"""
+STORED_MONTAGES_OF_STAGED_USERS = STORED_MONTAGES + 'WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'
+STORED_ITEMS = """
+SELECT i."montage_id"::VARCHAR AS "montage_id", m."user_id"::VARCHAR AS "user_id", m."kind", m."interest",
+       i."position", i."checkin_id"::VARCHAR AS "checkin_id", i."checkin_created_at", i."widget_type",
+       i."widget_metadata"::VARCHAR AS "widget_metadata"
+FROM {montage_items} i JOIN {montages} m ON m."id" = i."montage_id"
+"""
+STORED_ITEMS_OF_STAGED_USERS = STORED_ITEMS + 'WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'
+EXTRACT_ALL_CHECKINS = _EXTRACT_CHECKINS
+
 PING = "SELECT 1"
