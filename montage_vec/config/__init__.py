@@ -1,13 +1,33 @@
-"""Configuration: environment variables in, typed settings out (the only reader of os.environ)."""
+"""Configuration: environment variables in, typed settings out (the only reader of os.environ).
+
+The settings themselves (pydantic, pydantic-settings, croniter) load on first use of
+`Settings`, `load_settings`, `check_flag` or `requested_batch_mode`: `montage-vec --help`, shell
+completion and every module that only redacts text or parses a duration start without them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from montage_vec.config.database import DatabaseTarget
 from montage_vec.config.durations import format_duration, parse_duration
 from montage_vec.config.secrets import redact, register_secret
-from montage_vec.config.settings import Settings, load_settings, requested_batch_mode
+
+if TYPE_CHECKING:
+    from montage_vec.config.settings import Settings, check_flag, load_settings, requested_batch_mode
+
+_LAZY = {
+    "Settings": "montage_vec.config.settings",
+    "check_flag": "montage_vec.config.settings",
+    "load_settings": "montage_vec.config.settings",
+    "requested_batch_mode": "montage_vec.config.settings",
+}
 
 __all__ = [
     "DatabaseTarget",
     "Settings",
+    "check_flag",
     "format_duration",
     "load_settings",
     "parse_duration",
@@ -15,3 +35,9 @@ __all__ = [
     "register_secret",
     "requested_batch_mode",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'montage_vec.config' has no attribute {name!r}")
+    return getattr(import_module(_LAZY[name]), name)

@@ -24,6 +24,8 @@ from montage_vec.config.shard import Shard, effective_shard
 from montage_vec.errors import ConfigError
 
 if TYPE_CHECKING:  # the engine imports Polars, which `--help` and `health` never need
+    from pydantic_core import ErrorDetails
+
     from montage_vec.engine.params import MontageParams
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -47,8 +49,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    # Runtime.
-    batch_mode: Literal["once", "scheduler", "health"] = "once"
+    # Runtime. BATCH_MODE matters only when no command is given, so only requested_batch_mode()
+    # validates it: `BATCH_MODE=bogus montage-vec show ...` must not fail on it.
+    batch_mode: str = "once"
     environment: Literal["development", "staging", "production"] = "production"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     debug: bool = False
@@ -268,15 +271,32 @@ def load_settings(**overrides: Any) -> Settings:
     return settings
 
 
+def check_flag(name: str, value: Any) -> Any:
+    """One setting given as a command-line flag, validated on its own, as the settings would hold it.
+
+    The environment and every other setting are left out, so that a bad flag is reported as the
+    flag's own problem (the CLI names the flag, not the variable); ValueError says what is wrong.
+    """
+    unvalidated = Settings.model_construct()  # the defaults, without reading the environment
+    try:
+        checked = Settings.__pydantic_validator__.validate_assignment(unvalidated, name, value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(_message(error) for error in exc.errors())) from None
+    return getattr(checked, name)
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
-        if variable == "configuration" or not error["loc"]:
-            problems.append(str(error["msg"]).removeprefix("Value error, "))
+        if not error["loc"]:
+            problems.append(_message(error))
             continue
-        problems.append(f"{variable}: {error['msg']}")
+        problems.append(f"{str(error['loc'][0]).upper()}: {_message(error)}")
     return "invalid configuration: " + "; ".join(problems)
+
+
+def _message(error: ErrorDetails) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 class _ModeOnly(BaseSettings):

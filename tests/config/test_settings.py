@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from montage_vec.config import Settings, load_settings
+from montage_vec.config import Settings, check_flag, load_settings, requested_batch_mode
 from montage_vec.engine import MontageParams
 from montage_vec.errors import ConfigError
 from tests.support.data import AS_OF, checkin, days, expected_montages, load_checkins, new_id, stored_montages
@@ -198,7 +198,6 @@ INVALID = [
     ("DATABASE_URL", "montage.duckdb"),
     ("ENVIRONMENT", "prod"),
     ("LOG_LEVEL", "verbose"),
-    ("BATCH_MODE", "sometimes"),
     ("CHECKIN_SOURCE", "ftp"),
     ("CHECKIN_SERVICE_PAGE_SIZE", "0"),
     ("USER_SERVICE_RETRIES", "11"),
@@ -235,6 +234,62 @@ def test_several_problems_are_all_named(monkeypatch: pytest.MonkeyPatch) -> None
         load_settings()
     assert "MONTAGE_BATCH_SIZE" in str(failure.value)
     assert "DB_SSLMODE" in str(failure.value)
+
+
+# -- BATCH_MODE, read only by requested_batch_mode ----------------------------------------------------
+
+
+def test_batch_mode_is_validated_only_when_requested(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command given on the command line never reads BATCH_MODE: a bad one must not stop it."""
+    monkeypatch.setenv("BATCH_MODE", "sometimes")
+    assert load_settings().montage_batch_size == 2500
+    with pytest.raises(ConfigError) as failure:
+        requested_batch_mode()
+    assert "BATCH_MODE" in str(failure.value) and failure.value.exit_code == EXIT_CONFIG
+
+
+@pytest.mark.parametrize("mode", ["once", "scheduler", "health"])
+def test_requested_batch_mode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setenv("BATCH_MODE", mode)
+    # Other settings may be broken: BATCH_MODE=health must still reach the health check.
+    monkeypatch.setenv("MONTAGE_BATCH_SIZE", "-1")
+    assert requested_batch_mode() == mode
+
+
+# -- check_flag: one setting given as a flag ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "held"),
+    [
+        ("montage_batch_size", "10", 10),
+        ("max_concurrent_generations", 64, 64),
+        ("user_id_filter", [UPPER_UUID], [UPPER_UUID.lower()]),
+    ],
+)
+def test_check_flag_gives_the_value_as_settings_hold_it(name: str, value: Any, held: Any) -> None:
+    assert check_flag(name, value) == held
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("montage_batch_size", 0, "greater than or equal to 1"),
+        ("max_concurrent_generations", 65, "less than or equal to 64"),
+        ("user_id_filter", [UPPER_UUID, "nope"], "not a uuid: 'nope'"),
+    ],
+)
+def test_check_flag_says_what_is_wrong_without_the_variable(name: str, value: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason) as failure:
+        check_flag(name, value)
+    assert name.upper() not in str(failure.value) and "Value error" not in str(failure.value)
+
+
+def test_check_flag_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flag replaces its variable; neither it nor any other variable is the flag's problem."""
+    monkeypatch.setenv("MONTAGE_BATCH_SIZE", "-1")
+    monkeypatch.setenv("DB_SSLMODE", "bogus")
+    assert check_flag("montage_batch_size", 5) == 5
 
 
 def test_cli_exits_2_naming_the_variable_before_touching_data(run_cli, tmp_path: Path) -> None:
