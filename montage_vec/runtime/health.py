@@ -47,7 +47,8 @@ def run_health_checks(settings_loader: Callable[[], Settings] = load_settings) -
 def _database_checks(settings: Settings) -> list[CheckResult]:
     target = settings.database()
     try:
-        with open_store(target, read_only=True) as store, store.session() as session:
+        # Read-only: a check neither creates a missing DuckDB file nor locks one against a run.
+        with open_store(target, read_only=True, create=False) as store, store.session() as session:
             session.ping()
             try:
                 session.ensure_migrated()

@@ -13,17 +13,23 @@ from montage_vec.stores.session import SqlSession, Store
 from montage_vec.stores.tables import Tables
 
 
-def open_store(target: DatabaseTarget, read_only: bool = False) -> Store:
+def open_store(target: DatabaseTarget, read_only: bool = False, *, create: bool = True) -> Store:
     """The store for a resolved database target.
 
-    `read_only` is for checks (health): an embedded file is then neither created nor locked
-    for writing. PostgreSQL sessions are the same either way.
+    For an embedded DuckDB file (PostgreSQL sessions are the same either way):
+    - `read_only`: opened read-only, so it works on a read-only file and beside other readers
+      (`show`, `health`, `once --dry-run`); never created.
+    - `create`: a missing file, and its folder, are created. The CLI passes False to every
+      command but `migrate` and `demo`, which then fail on a missing file with a message
+      that says to run them (a mistyped path must not silently become a new, empty database).
     """
     tables = Tables(schema=target.schema, source=target.source)
     if target.kind == "duckdb":
         from montage_vec.stores.backends.duckdb import DuckDBBackend
 
-        backend = DuckDBBackend(target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit)
+        backend = DuckDBBackend(
+            target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit, create=create
+        )
         return Store(backend, tables)
     from montage_vec.stores.backends.postgres import PostgresBackend
 

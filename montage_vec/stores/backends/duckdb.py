@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from montage_vec.config.secrets import redact
-from montage_vec.errors import RunLockedError, StoreError
+from montage_vec.errors import RunLockedError, SchemaNotMigratedError, StoreError
 from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import Fault, FaultKind, first_line
@@ -49,13 +49,20 @@ _KINDS: tuple[tuple[type[duckdb.Error], FaultKind], ...] = (
 
 class DuckDBBackend:
     """The file is opened with the first connection, so that opening errors (another process
-    holds it, no such file) surface where the caller handles store errors."""
+    holds it, no such file) surface where the caller handles store errors.
+
+    A missing file is created (with its folder) only when `create` is true and `read_only` is
+    not; otherwise opening it fails as SchemaNotMigratedError, naming the path.
+    """
 
     dialect = DUCKDB
 
-    def __init__(self, path: str, read_only: bool = False, memory_limit: str | None = None) -> None:
+    def __init__(
+        self, path: str, read_only: bool = False, memory_limit: str | None = None, *, create: bool = True
+    ) -> None:
         self._path = path
         self._read_only = read_only
+        self._create = create and not read_only
         self._config: dict[str, str | bool | int | float | list[str]] = {}
         if memory_limit:
             self._config["memory_limit"] = memory_limit
@@ -78,9 +85,13 @@ class DuckDBBackend:
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         path = self._path
-        if self._read_only and not Path(path).is_file():
-            raise StoreError(f"no DuckDB file at {path}")
-        if path != ":memory:" and not self._read_only:
+        if path != ":memory:" and not Path(path).is_file():
+            if not self._create:
+                # The job's tables are missing, as in a file that was never migrated (exit 3).
+                raise SchemaNotMigratedError(
+                    f"no DuckDB file at {Path(path).absolute()}: create it with `montage-vec migrate` "
+                    "(or fill it with synthetic data with `montage-vec demo`)"
+                )
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             return duckdb.connect(path, read_only=self._read_only, config=self._config)
