@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.support.cli import RunCli
+from tests.support.cli import RunCli, parse_logs
 from tests.support.data import AS_OF, checkin, days, load_checkins, montage_ids, new_id
 from tests.support.database import execute, query
 from tests.support.processes import job_env, run_job
@@ -128,10 +128,10 @@ def test_show_on_unmigrated_database_says_migrate(duckdb_url: str, run_cli) -> N
     ("variable", "value", "args"),
     [
         ("MONTAGE_BATCH_SIZE", "-1", ()),
+        # A valid flag does not hide a bad variable (tests/cli/test_options.py: bad flags).
+        ("MONTAGE_BATCH_SIZE", "-1", ("--concurrency", "3")),
         ("MONTAGE_MIN_INTEREST_OCCURRENCE", "0", ()),
         ("DATABASE_URL", f"mysql://u:{SECRET}@h/db", ()),
-        ("MONTAGE_BATCH_SIZE", None, ("--batch-size", "0")),
-        ("MAX_CONCURRENT_GENERATIONS", None, ("--concurrency", "0")),
         ("DATABASE_URL", "duckdb:///", ()),
         ("MONTAGE_SHARD", "2/2", ()),
     ],
@@ -177,8 +177,8 @@ def test_as_of_is_taken_in_utc(duckdb_url: str, run_cli, given: str, meant: str)
     assert stored.isoformat() == meant
 
 
-def test_user_id_that_is_not_a_uuid(duckdb_url: str, run_cli) -> None:
-    result = run_cli("once", "--user-id", "alice", env={"DATABASE_URL": duckdb_url})
+def test_user_id_filter_that_is_not_a_uuid_names_the_variable(duckdb_url: str, run_cli) -> None:
+    result = run_cli("once", env={"DATABASE_URL": duckdb_url, "USER_ID_FILTER": "alice"})
     assert result.exit_code == EXIT_CONFIG, result.everything()
     assert "USER_ID_FILTER" in result.stderr and "alice" in result.stderr
 
@@ -193,10 +193,12 @@ def test_migrate_demo_then_once_from_the_console_script(tmp_path: Path, run_cli:
     assert migrate.exit_code == 0, migrate.everything()
     assert migrate.messages() == ["schema migrated"]
 
+    # A migrated database holds no data yet: demo takes it (tests/cli/test_demo.py: one with data).
     demo = run_cli("demo", "--users", "200", env={"DATABASE_URL": url})
     assert demo.exit_code == 0, demo.everything()
-    assert demo.log("synthetic check-ins loaded")["users"] == 200
-    demo_runs = [entry for entry in demo.logs if entry["message"] in RUN_MESSAGES]
+    demo_logs = parse_logs(demo.stderr)  # stdout is the listing's
+    assert next(entry for entry in demo_logs if entry["message"] == "synthetic check-ins loaded")["users"] == 200
+    demo_runs = [entry for entry in demo_logs if entry["message"] in RUN_MESSAGES]
     assert demo_runs and all(entry["job_id"].startswith("batch_") for entry in demo_runs)
     assert demo_runs[-1]["message"] == "Batch job completed" and demo_runs[-1]["processed"] == 200
     assert "montage(s)" in demo.stdout  # the busiest user's montages are shown

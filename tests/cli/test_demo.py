@@ -1,0 +1,107 @@
+"""`montage-vec demo`: starts from an empty database or refuses (`--reset` replaces it), and
+keeps its listing on stdout and its logs on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.cli import CliResult, RunCli, parse_logs
+from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
+from tests.support.database import query
+
+USERS = 30
+
+
+def demo(run_cli: RunCli, url: str, *args: str) -> CliResult:
+    return run_cli("demo", "--users", str(USERS), *args, env={"DATABASE_URL": url})
+
+
+def users_in(url: str) -> int:
+    return int(query(url, "SELECT count(DISTINCT user_id) AS n FROM checkins")["n"][0])
+
+
+def test_listing_on_stdout_logs_on_stderr(tmp_path: Path, run_cli: RunCli) -> None:
+    url = f"duckdb:///{tmp_path}/fresh/demo.duckdb"  # demo creates the file and its folder
+
+    result = demo(run_cli, url)
+
+    assert result.exit_code == 0, result.everything()
+    assert result.stdout.startswith("user ") and " montage(s)" in result.stdout.splitlines()[0]
+    assert not any(line.startswith("{") for line in result.stdout.splitlines()), result.stdout
+    messages = [entry["message"] for entry in parse_logs(result.stderr)]
+    assert "synthetic check-ins loaded" in messages and messages[-1] == "Batch job completed", messages
+    assert users_in(url) == USERS
+
+
+def test_refuses_a_database_with_data_and_changes_nothing(tmp_path: Path, run_cli: RunCli) -> None:
+    path = tmp_path / "montage.duckdb"
+    url = f"duckdb:///{path}"
+    assert demo(run_cli, url).exit_code == 0
+    before = path.read_bytes()
+
+    again = run_cli("demo", "--users", "10", env={"DATABASE_URL": url})
+
+    assert again.exit_code == 2, again.everything()
+    assert str(path) in again.stderr and "--reset" in again.stderr and "checkins" in again.stderr, again.stderr
+    assert "Traceback" not in again.everything()
+    assert path.read_bytes() == before and users_in(url) == USERS
+
+
+def test_refuses_check_ins_loaded_by_someone_else(duckdb_url: str, run_cli: RunCli) -> None:
+    load_checkins(duckdb_url, [checkin(new_id(), AS_OF - days(1))])
+
+    result = demo(run_cli, duckdb_url)
+
+    assert result.exit_code == 2, result.everything()
+    assert "holds data (checkins)" in result.stderr, result.stderr
+    assert users_in(duckdb_url) == 1
+
+
+def test_reset_replaces_the_database(tmp_path: Path, run_cli: RunCli) -> None:
+    path = tmp_path / "montage.duckdb"
+    url = f"duckdb:///{path}"
+    assert run_cli("demo", "--users", "50", env={"DATABASE_URL": url}).exit_code == 0
+
+    reset = demo(run_cli, url, "--reset")
+
+    assert reset.exit_code == 0, reset.everything()
+    assert users_in(url) == USERS  # not 50: the old data is gone
+    runs = query(url, "SELECT count(*) AS n FROM montage_job_runs")["n"][0]
+    assert runs == 1, "the run history started over too"
+    deleted = [entry["file"] for entry in parse_logs(reset.stderr) if entry["message"] == "deleted for --reset"]
+    assert deleted == [str(path)]
+
+
+def test_reset_deletes_the_write_ahead_log_too(tmp_path: Path, run_cli: RunCli) -> None:
+    path = tmp_path / "montage.duckdb"
+    wal = tmp_path / "montage.duckdb.wal"
+    path.write_bytes(b"not a database")
+    wal.write_bytes(b"not a log")
+
+    result = demo(run_cli, f"duckdb:///{path}", "--reset")
+
+    assert result.exit_code == 0, result.everything()
+    deleted = [entry["file"] for entry in parse_logs(result.stderr) if entry["message"] == "deleted for --reset"]
+    assert deleted == [str(path), str(wal)]
+    assert users_in(f"duckdb:///{path}") == USERS
+
+
+def test_a_migrated_empty_database_is_taken(tmp_path: Path, run_cli: RunCli) -> None:
+    url = f"duckdb:///{tmp_path}/montage.duckdb"
+    assert run_cli("migrate", env={"DATABASE_URL": url}).exit_code == 0
+
+    result = demo(run_cli, url)
+
+    assert result.exit_code == 0, result.everything()
+    assert users_in(url) == USERS
+
+
+def test_a_file_that_is_no_database_is_refused_naming_reset(tmp_path: Path, run_cli: RunCli) -> None:
+    path = tmp_path / "montage.duckdb"
+    path.write_bytes(b"not a database")
+
+    result = demo(run_cli, f"duckdb:///{path}")
+
+    assert result.exit_code == 2, result.everything()
+    assert str(path) in result.stderr and "--reset" in result.stderr, result.stderr
+    assert path.read_bytes() == b"not a database"
