@@ -24,7 +24,7 @@ from montage_vec.engine import MontageParams, compute_montages
 from montage_vec.engine.schema import REJECTED_SCHEMA
 from montage_vec.errors import ChunkFailedWhole, DataStoreError, InputDataError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
-from montage_vec.stores.records import ChunkWrite, Lease
+from montage_vec.stores.records import ChunkDiff, ChunkWrite, Lease
 
 # Errors classified as caused by the rows themselves: splitting the chunk isolates the users
 # behind them. Generic ValueError, PolarsError or ArrowException are not among them: a bug
@@ -52,7 +52,12 @@ class ChunkContext:
 
 @dataclass
 class ChunkResult:
-    """What processing a chunk (or a piece of one) achieved; results of pieces add up."""
+    """What processing a chunk (or a piece of one) achieved; results of pieces add up.
+
+    A real run counts what it wrote (`montages_written`, `montages_removed`, `items_written`),
+    a dry run what the same write would have (`*_would_*`), each leaving the other's at 0;
+    `users_changed` counts the users whose montages changed, or in a dry run would.
+    """
 
     users: int = 0
     successful: int = 0
@@ -61,6 +66,11 @@ class ChunkResult:
     interest_montages: int = 0
     montages_written: int = 0
     montages_removed: int = 0
+    items_written: int = 0
+    montages_would_write: int = 0
+    montages_would_remove: int = 0
+    items_would_write: int = 0
+    users_changed: int = 0
     changed_users: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {"extract": 0.0, "compute": 0.0, "write": 0.0})
@@ -77,6 +87,11 @@ class ChunkResult:
         self.interest_montages += other.interest_montages
         self.montages_written += other.montages_written
         self.montages_removed += other.montages_removed
+        self.items_written += other.items_written
+        self.montages_would_write += other.montages_would_write
+        self.montages_would_remove += other.montages_would_remove
+        self.items_would_write += other.items_would_write
+        self.users_changed += other.users_changed
         self.changed_users.extend(other.changed_users)
         self.failures.extend(other.failures)
         for stage, spent in other.seconds.items():
@@ -161,26 +176,37 @@ def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, c
     result.successful = len(writable)
     result.general_montages = montage_set.general_count
     result.interest_montages = montage_set.interest_count
+    chunk = ChunkWrite(
+        job_id=context.job_id,
+        generated_at=context.generated_at,
+        cache_ttl=context.cache_ttl,
+        analytics=context.analytics,
+        lease=context.lease,
+        user_ids=writable,
+        montages=montage_set.montages,
+        items=montage_set.items,
+    )
     if context.dry_run:
+        _count_diff(result, store.diff_chunk(chunk))
+        result.seconds["diff"] = time.perf_counter() - computed
         return result
 
-    outcome = store.write_chunk(
-        ChunkWrite(
-            job_id=context.job_id,
-            generated_at=context.generated_at,
-            cache_ttl=context.cache_ttl,
-            analytics=context.analytics,
-            lease=context.lease,
-            user_ids=writable,
-            montages=montage_set.montages,
-            items=montage_set.items,
-        )
-    )
+    outcome = store.write_chunk(chunk)
     result.seconds["write"] = time.perf_counter() - computed
     result.montages_written = outcome.montages_written
     result.montages_removed = outcome.montages_removed
+    result.items_written = outcome.items_written
+    result.users_changed = outcome.users_changed
     result.changed_users = outcome.changed_users
     return result
+
+
+def _count_diff(result: ChunkResult, diff: ChunkDiff) -> None:
+    """A dry run's counts: what writing the chunk now would change."""
+    result.montages_would_write = diff.montages_written
+    result.montages_would_remove = diff.montages_removed
+    result.items_would_write = diff.items_written
+    result.users_changed = diff.users_changed
 
 
 def _without_unsupported_times(checkins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

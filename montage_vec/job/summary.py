@@ -56,7 +56,15 @@ class RunSummary:
         return end - self.started_at
 
     def fields(self) -> dict[str, Any]:
-        """The old job's summary fields plus what an operator tuning the job needs."""
+        """The old job's summary fields plus what an operator tuning the job needs.
+
+        What the run changed: `montages_written`, `montages_removed`, `items_written` and
+        `users_changed`. A dry run keeps the written counts, at 0, so that whatever reads the
+        old job's fields from every summary still finds them, and true (nothing was written);
+        it adds what a real run would change now: `montages_would_write`,
+        `montages_would_remove`, `items_would_write`, and `users_changed` counts the users
+        whose montages would change.
+        """
         totals = self.totals
         failure = {"error": self.error_text, "error_type": type(self.error).__name__} if self.error else {}
         return {
@@ -74,10 +82,24 @@ class RunSummary:
             "interest_montages": totals.interest_montages,
             "montages_written": totals.montages_written,
             "montages_removed": totals.montages_removed,
+            "items_written": totals.items_written,
+            "users_changed": totals.users_changed,
+            **self._would_write(),
             "checkins": totals.checkins,
             "chunks": self.chunks,
             "stage_seconds": {stage: round(spent, 3) for stage, spent in totals.seconds.items()},
             **failure,
+        }
+
+    def _would_write(self) -> dict[str, int]:
+        """A dry run's counts of what a real run would change (none for a real run)."""
+        if not self.dry_run:
+            return {}
+        totals = self.totals
+        return {
+            "montages_would_write": totals.montages_would_write,
+            "montages_would_remove": totals.montages_would_remove,
+            "items_would_write": totals.items_would_write,
         }
 
 

@@ -9,7 +9,9 @@ widget_metadata)`. The statements below then run in order inside one transaction
 `{json_object}` are the backend's JSON type and object constructor (see `render`).
 
 Only montages whose content differs from what is stored are rewritten, so a re-run over
-unchanged data writes nothing and readers' caches stay valid.
+unchanged data writes nothing and readers' caches stay valid. The detection (the TEMP
+tables chunk_montages, chunk_stale and chunk_changed_users) only reads the job's tables: a
+dry run runs it alone, reads SELECT_DIFF and rolls back (see `SqlSession.diff_chunk`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,22 @@ WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
   AND NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
 """
 
+# The users the write touches, with their counts (for the cache invalidation events). It reads
+# only the TEMP tables above, which the writes below leave as they are.
+CREATE_CHUNK_CHANGED_USERS = """
+CREATE TEMP TABLE "chunk_changed_users" AS
+SELECT u."user_id", u."job_id", u."occurred_at",
+       count(*) FILTER (WHERE t."written") AS "montages_written",
+       count(*) FILTER (WHERE NOT t."written") AS "montages_removed"
+FROM (
+    SELECT "user_id"::VARCHAR AS "user_id", TRUE AS "written" FROM "chunk_montages" WHERE "changed"
+    UNION ALL
+    SELECT "user_id"::VARCHAR, FALSE FROM "chunk_stale"
+) AS t
+JOIN "stage_users" u ON u."user_id" = t."user_id"
+GROUP BY u."user_id", u."job_id", u."occurred_at"
+"""
+
 # Items of stale montages and of montages about to be rewritten. PostgreSQL: an array makes
 # it primary-key probes, where IN lets the planner hash all of montage_items.
 DELETE_REPLACED_ITEMS_BY_ARRAY = """
@@ -111,29 +129,21 @@ ON CONFLICT ("user_id", "kind", "interest") DO UPDATE SET
     "job_id" = excluded."job_id"
 """
 
-INSERT_CHANGED_ITEMS = """
-INSERT INTO {montage_items} ("montage_id", "position", "checkin_id", "checkin_created_at",
-                             "widget_type", "widget_metadata")
-SELECT c."montage_id", si."position", si."checkin_id"::UUID, si."checkin_created_at",
-       si."widget_type", si."widget_metadata"::{json}
+# The items a write inserts: those of the montages it rewrites. SELECT_DIFF counts the same rows.
+CHANGED_ITEMS = """
 FROM "stage_items" si
 JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr"
 WHERE c."changed"
 """
 
-CREATE_CHUNK_CHANGED_USERS = """
-CREATE TEMP TABLE "chunk_changed_users" AS
-SELECT u."user_id", u."job_id", u."occurred_at",
-       count(*) FILTER (WHERE t."written") AS "montages_written",
-       count(*) FILTER (WHERE NOT t."written") AS "montages_removed"
-FROM (
-    SELECT "user_id"::VARCHAR AS "user_id", TRUE AS "written" FROM "chunk_montages" WHERE "changed"
-    UNION ALL
-    SELECT "user_id"::VARCHAR, FALSE FROM "chunk_stale"
-) AS t
-JOIN "stage_users" u ON u."user_id" = t."user_id"
-GROUP BY u."user_id", u."job_id", u."occurred_at"
-"""
+INSERT_CHANGED_ITEMS = (
+    """
+INSERT INTO {montage_items} ("montage_id", "position", "checkin_id", "checkin_created_at",
+                             "widget_type", "widget_metadata")
+SELECT c."montage_id", si."position", si."checkin_id"::UUID, si."checkin_created_at",
+       si."widget_type", si."widget_metadata"::{json}"""
+    + CHANGED_ITEMS
+)
 
 # Outbox events. Ids derive from (type, aggregate, job): a retried chunk cannot duplicate them.
 INSERT_GENERATED_EVENTS = """
@@ -160,11 +170,14 @@ CLEAR_RETRIES = """
 DELETE FROM {montage_retry_users} WHERE "user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
 """
 
-SELECT_OUTCOME = """
+# What the write does (or, in a dry run, would do): ChunkDiff's fields, in its order.
+SELECT_DIFF = f"""
 SELECT
-    (SELECT count(*) FROM "chunk_montages" WHERE "changed") AS "written",
-    (SELECT count(*) FROM "chunk_stale") AS "removed"
-"""
+    (SELECT count(*) FROM "chunk_montages" WHERE "changed") AS "montages_written",
+    (SELECT count(*) FROM "chunk_stale") AS "montages_removed",
+    (SELECT count(*) {CHANGED_ITEMS}) AS "items_written",
+    (SELECT count(*) FROM "chunk_changed_users") AS "users_changed"
+"""  # noqa: S608 - built once from constants
 
 SELECT_CHANGED_USERS = 'SELECT "user_id" FROM "chunk_changed_users" ORDER BY 1'
 
@@ -174,8 +187,6 @@ DROP_CHUNK_TABLES = (
     'DROP TABLE IF EXISTS "chunk_changed_users"',
 )
 
-# Planner help on PostgreSQL: temporary tables are never auto-analyzed, and sorts/hashes of
-# a few hundred thousand rows should stay in memory.
 # Writers of one user serialize (a batch chunk, a realtime regenerate, a --user-id run of
 # another shard): each locks the user's montage rows, in key order so that two chunks cannot
 # deadlock, before it reads or touches anything of theirs. Readers are never blocked, and
@@ -191,11 +202,16 @@ SELECT count(*) FROM (
 ) AS "locked"
 """
 
-PREPARE_STAGED_CHUNK = (
-    "SET LOCAL work_mem = '64MB'",
+# Before a write reads anything of the chunk's users; a dry run, which writes nothing, skips them.
+PREPARE_CHUNK_WRITE = (
     # The capture triggers on the job's own tables record deletes by anyone but the job.
     "SET LOCAL montage_vec.job_write = 'on'",
     LOCK_CHUNK_USERS,
+)
+# Planner help on PostgreSQL: temporary tables are never auto-analyzed, and sorts/hashes of
+# a few hundred thousand rows should stay in memory.
+PREPARE_STAGED_CHUNK = (
+    "SET LOCAL work_mem = '64MB'",
     'ANALYZE "stage_users"',
     'ANALYZE "stage_montages"',
     'ANALYZE "stage_items"',

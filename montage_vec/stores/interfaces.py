@@ -16,7 +16,7 @@ from typing import Protocol
 
 import polars as pl
 
-from montage_vec.stores.records import ChunkWrite, RunRecord, WriteOutcome
+from montage_vec.stores.records import ChunkDiff, ChunkWrite, RunRecord, WriteOutcome
 from montage_vec.stores.render import Snapshot
 
 
@@ -88,6 +88,9 @@ class JobStore(Protocol):
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         """Replace the chunk users' montages in one transaction; all or nothing."""
+
+    def diff_chunk(self, chunk: ChunkWrite) -> ChunkDiff:
+        """What `write_chunk(chunk)` would change now (a dry run's counts), writing and locking nothing."""
 
     def record_failures(self, failures: pl.DataFrame, job_id: str, failed_at: datetime) -> None:
         """Put users (user_id, error) on the retry list, counting attempts."""

@@ -1,4 +1,4 @@
-"""The values that cross the store interfaces: a chunk to write, what it changed, a run's log row."""
+"""The values that cross the store interfaces: a chunk to write, what it changes, a run's log row."""
 
 from __future__ import annotations
 
@@ -68,11 +68,21 @@ class Lease:
 
 
 @dataclass(frozen=True)
-class WriteOutcome:
-    """What a committed chunk changed: montages created or rewritten, montages removed."""
+class ChunkDiff:
+    """What writing a chunk changes, by the write's own change detection (chunk_sql.SELECT_DIFF):
+    montages created or rewritten, montages removed, the items inserted with the rewritten
+    montages, and the users having any of those. A dry run's diff is what a write would do."""
 
     montages_written: int
     montages_removed: int
+    items_written: int
+    users_changed: int
+
+
+@dataclass(frozen=True)
+class WriteOutcome(ChunkDiff):
+    """What a committed chunk changed, with the changed users named (their caches are stale)."""
+
     changed_users: list[str] = field(default_factory=list)
 
 

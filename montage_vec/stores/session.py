@@ -8,6 +8,7 @@ SQL, stages frames and reads its own errors.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
 
@@ -19,7 +20,7 @@ from montage_vec.errors import DataStoreError
 from montage_vec.stores import change_sql, checks, chunk_sql, setup, source, statements
 from montage_vec.stores.backends.base import Backend, Dialect
 from montage_vec.stores.bookkeeping import RunBookkeeping
-from montage_vec.stores.records import ChunkWrite, WriteOutcome
+from montage_vec.stores.records import ChunkDiff, ChunkWrite, WriteOutcome
 from montage_vec.stores.render import Snapshot, Timestamp, UuidArray
 from montage_vec.stores.tables import Tables
 
@@ -42,24 +43,39 @@ ORDER BY "kind", "interest", "position"
 """  # noqa: S608 - built once from constants
 
 
-def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
-    """A chunk write's statements after staging, in order; `analytics` adds `montage.generated` events."""
+def detection_statements(dialect: Dialect) -> tuple[str, ...]:
+    """After staging, what finds the montages a chunk changes: TEMP tables only, no locks.
+
+    A write and a dry run's diff both run exactly these, so a diff counts what the write does.
+    """
     return (
         *dialect.prepare_staged_chunk,
         *chunk_sql.DROP_CHUNK_TABLES,
         chunk_sql.CREATE_CHUNK_MONTAGES,
         dialect.mark_changed_items,
         chunk_sql.CREATE_CHUNK_STALE,
+        chunk_sql.CREATE_CHUNK_CHANGED_USERS,
+    )
+
+
+def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
+    """A chunk write's statements after staging, in order; `analytics` adds `montage.generated` events."""
+    return (
+        *dialect.prepare_chunk_write,
+        *detection_statements(dialect),
         *dialect.analyze_chunk_tables,
         dialect.delete_replaced_items,
         chunk_sql.DELETE_STALE_MONTAGES,
         chunk_sql.UPSERT_CHANGED_MONTAGES,
         chunk_sql.INSERT_CHANGED_ITEMS,
-        chunk_sql.CREATE_CHUNK_CHANGED_USERS,
         *((chunk_sql.INSERT_GENERATED_EVENTS,) if analytics else ()),
         chunk_sql.INSERT_INVALIDATED_EVENTS,
         chunk_sql.CLEAR_RETRIES,
     )
+
+
+class _Discarded(Exception):
+    """Ends a diff's unit in a rollback, so that not even its TEMP tables outlive it."""
 
 
 class SqlSession(RunBookkeeping):
@@ -168,14 +184,37 @@ class SqlSession(RunBookkeeping):
     def _write_chunk_once(self, chunk: ChunkWrite) -> WriteOutcome:
         with self.unit(write=True):
             self._check_lease(chunk.lease)
-            self._connection.stage("stage_users", chunk.staged_users())
-            self._connection.stage("stage_montages", chunk.staged_montages())
-            self._connection.stage("stage_items", chunk.staged_items())
+            self._stage_chunk(chunk)
             for statement in chunk_statements(self._dialect, chunk.analytics):
                 self.run(statement)
-            [(written, removed)] = self.run(chunk_sql.SELECT_OUTCOME)
+            diff = self._read_diff()
             changed_users = self._connection.fetch_frame(chunk_sql.SELECT_CHANGED_USERS)["user_id"].to_list()
-        return WriteOutcome(int(written), int(removed), sorted(changed_users))
+        return WriteOutcome(**asdict(diff), changed_users=sorted(changed_users))
+
+    def diff_chunk(self, chunk: ChunkWrite) -> ChunkDiff:
+        """What `write_chunk(chunk)` would change now, by the same detection; writes nothing.
+
+        No lease check and no row locks (a dry run holds no lease and must not block writers),
+        TEMP tables only, and a rollback at the end: it works on a DuckDB file opened read-only.
+        """
+        try:
+            with self.unit():
+                self._stage_chunk(chunk)
+                for statement in detection_statements(self._dialect):
+                    self.run(statement)
+                diff = self._read_diff()
+                raise _Discarded
+        except _Discarded:
+            return diff
+
+    def _stage_chunk(self, chunk: ChunkWrite) -> None:
+        self._connection.stage("stage_users", chunk.staged_users())
+        self._connection.stage("stage_montages", chunk.staged_montages())
+        self._connection.stage("stage_items", chunk.staged_items())
+
+    def _read_diff(self) -> ChunkDiff:
+        [counts] = self.run(chunk_sql.SELECT_DIFF)
+        return ChunkDiff(*(int(count) for count in counts))
 
     # -- demo and inspection ------------------------------------------------------------------
 

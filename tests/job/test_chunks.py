@@ -250,6 +250,28 @@ def test_more_failed_users_than_the_allowed_fraction_fail_the_run(database_url: 
     assert watermark(database_url) is not None
 
 
+def test_a_dry_run_leaves_failing_users_out_of_its_counts_as_the_real_run_does(
+    database_url: str, run_cli: RunCli
+) -> None:
+    """Users the job cannot process are counted as errors, not as changes, in a dry run too; the
+    real run then writes what the dry run counted, and lists the users the dry run did not."""
+    users, bad = infinite_users(database_url, 12, bad_every=4, bad_count=3)
+    env = {"MONTAGE_BATCH_SIZE": "5"}
+
+    dry = once(run_cli, database_url, "--dry-run", env=env)
+    assert dry.exit_code == 0, dry.everything()
+    assert retry_list(database_url) == []
+
+    real = once(run_cli, database_url, env=env)
+    assert real.exit_code == 0, real.everything()
+    would, did = dry.log("Batch job completed"), real.log("Batch job completed")
+    good = len(users) - len(bad)  # a general montage of one item each
+    assert (would["errors"], would["montages_would_write"], would["items_would_write"]) == (3, good, good), would
+    assert (did["errors"], did["montages_written"], did["items_written"]) == (3, good, good), did
+    assert would["users_changed"] == did["users_changed"] == good
+    assert {entry["user_id"] for entry in retry_list(database_url)} == set(bad)
+
+
 def test_fewer_failures_than_the_minimum_never_trip_the_breaker(database_url: str, run_cli: RunCli) -> None:
     """9 of 20 users fail, far more than 1 %, but fewer than MIN_FAILED_USERS_TO_TRIP: one bad
     user must not hold the watermark back for a quiet night's few candidates."""

@@ -38,6 +38,8 @@ class Dialect:
     # Statements run after staging a chunk, and after creating its work tables.
     prepare_staged_chunk: tuple[str, ...] = ()
     analyze_chunk_tables: tuple[str, ...] = ()
+    # Statements a chunk write (not a dry run's diff) runs first: its row locks and markers.
+    prepare_chunk_write: tuple[str, ...] = ()
 
 
 class Connection(Protocol):

@@ -39,6 +39,7 @@ POSTGRES = Dialect(
     current_lease=statements.CURRENT_LEASE_SHARED,
     prepare_staged_chunk=chunk_sql.PREPARE_STAGED_CHUNK,
     analyze_chunk_tables=chunk_sql.ANALYZE_CHUNK_TABLES,
+    prepare_chunk_write=chunk_sql.PREPARE_CHUNK_WRITE,
 )
 
 # Appended to the operator's own options (URL `options`, else PGOPTIONS): a later `-c`
