@@ -39,7 +39,7 @@ from tests.support.data import (
     days,
     new_id,
 )
-from tests.support.database import duckdb_path, execute, is_duckdb, query
+from tests.support.database import duckdb_path, execute, query
 
 DRY_COUNTS = ("montages_would_write", "montages_would_remove", "items_would_write", "users_changed")
 REAL_COUNTS = ("montages_written", "montages_removed", "items_written", "users_changed")
@@ -312,7 +312,7 @@ def test_any_edits_a_dry_run_counts_are_the_real_runs(
         for operation in operations:
             apply(data, operation)
         as_of += timedelta(days=advance)
-        dry = dry_run_in_process(url, as_of, read_only=is_duckdb(url))
+        dry = dry_run_in_process(url, as_of, read_only=True)
         configured = load_settings(database_url=url)
         with open_store(configured.database()) as store:
             real = run_job(store, configured, RunOptions(full=True, as_of=as_of))
