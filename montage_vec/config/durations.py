@@ -1,4 +1,8 @@
-"""Durations written the way the old Go job took them: `90s`, `30m`, `1h`, `1h30m`, `500ms`."""
+"""Durations written the way the old Go job took them: `90s`, `30m`, `1h`, `1h30m`, `500ms`.
+
+Logs and messages print a duration in the same notation (`format_duration`), so that a value
+can be copied from a log line into a setting: `30m` reads back as `30m`, never `PT30M`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from datetime import timedelta
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# The whole units format_duration writes, largest first, in milliseconds.
+_WHOLE_UNITS = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000))
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
@@ -25,15 +31,23 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
 
 
 def format_duration(span: timedelta) -> str:
-    """Go-style text for logs, e.g. `5m30.2s`."""
-    total = span.total_seconds()
-    if total >= 60:
-        total = round(total, 1)  # round before splitting, so 119.97 s reads 2m0s, never 1m60s
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{seconds:.3g}s" if total < 60 else f"{seconds:.1f}s".replace(".0s", "s")
-    if minutes or hours:
-        text = f"{int(minutes)}m{text}"
-    if hours:
-        text = f"{int(hours)}h{text}"
-    return text
+    """The span in the notation settings take, to the millisecond: `30m`, `1h30m`, `2d`, `1.5s`, `250ms`.
+
+    Zero units are left out (`1h`, not `1h0m0s`); seconds carry the milliseconds as decimals
+    (`5m30.25s`), and a span under a second is whole milliseconds (`250ms`). The canonical
+    text round-trips: `format_duration(parse_duration(text)) == text`.
+    """
+    if span < timedelta(0):
+        return "-" + format_duration(-span)
+    milliseconds = (span // timedelta(microseconds=1) + 500) // 1000  # integers: exact for any timedelta
+    if milliseconds < 1000:
+        return f"{milliseconds}ms" if milliseconds else "0s"
+    parts = []
+    for unit, size in _WHOLE_UNITS:
+        count, milliseconds = divmod(milliseconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if milliseconds:
+        seconds, fraction = divmod(milliseconds, 1000)
+        parts.append(f"{seconds}.{fraction:03d}".rstrip("0").rstrip(".") + "s")
+    return "".join(parts)
