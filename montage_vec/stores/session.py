@@ -246,7 +246,9 @@ class SqlSession(RunBookkeeping):
             if user_ids is None:
                 montages_sql, items_sql = statements.STORED_MONTAGES, statements.STORED_ITEMS
             else:
-                self._connection.stage("stage_users", pl.DataFrame({"user_id": user_ids}, schema={"user_id": pl.String}))
+                self._connection.stage(
+                    "stage_users", pl.DataFrame({"user_id": user_ids}, schema={"user_id": pl.String})
+                )
                 montages_sql = statements.STORED_MONTAGES_OF_STAGED_USERS
                 items_sql = statements.STORED_ITEMS_OF_STAGED_USERS
             montages = self._connection.fetch_frame(self.sql(montages_sql))

@@ -202,14 +202,18 @@ SELECT m."id"::VARCHAR AS "montage_id", m."user_id"::VARCHAR AS "user_id", m."ki
        m."item_count", m."valid_until", m."generated_at", m."cache_expires_at", m."job_id"
 FROM {montages} m
 """
-STORED_MONTAGES_OF_STAGED_USERS = STORED_MONTAGES + 'WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'
+STORED_MONTAGES_OF_STAGED_USERS = (
+    STORED_MONTAGES + 'WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'  # noqa: S608 - constants
+)
 STORED_ITEMS = """
 SELECT i."montage_id"::VARCHAR AS "montage_id", m."user_id"::VARCHAR AS "user_id", m."kind", m."interest",
        i."position", i."checkin_id"::VARCHAR AS "checkin_id", i."checkin_created_at", i."widget_type",
        i."widget_metadata"::VARCHAR AS "widget_metadata"
 FROM {montage_items} i JOIN {montages} m ON m."id" = i."montage_id"
 """
-STORED_ITEMS_OF_STAGED_USERS = STORED_ITEMS + 'WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'
+STORED_ITEMS_OF_STAGED_USERS = (
+    STORED_ITEMS + 'WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")'  # noqa: S608 - constants
+)
 EXTRACT_ALL_CHECKINS = _EXTRACT_CHECKINS
 
 PING = "SELECT 1"
