@@ -17,10 +17,11 @@ from montage_vec.cli.options import as_of_flag, setting_flag
     "--user-id",
     "user_ids",
     multiple=True,
+    metavar="UUID",
     callback=setting_flag("user_id_filter"),
     help="Process exactly these users (repeatable; USER_ID_FILTER).",
 )
-@click.option("--as-of", callback=as_of_flag, help="Reference time, ISO 8601 (default: now, UTC).")
+@click.option("--as-of", metavar="TIMESTAMP", callback=as_of_flag, help="Reference time, ISO 8601 (default: now, UTC).")
 @click.option("--dry-run", is_flag=True, help="Compute and report; write nothing (opens DuckDB read-only).")
 @click.option(
     "--allow-future", is_flag=True, help="Accept an --as-of more than MONTAGE_MAX_CLOCK_SKEW ahead of the clock."

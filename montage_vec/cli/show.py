@@ -15,6 +15,7 @@ from montage_vec.cli.options import setting_flag
 @click.option(
     "--user-id",
     required=True,
+    metavar="UUID",
     callback=setting_flag("user_id_filter", item=True),
     help="The user whose montages to show.",
 )
