@@ -8,13 +8,19 @@ was, so the next run redoes the work.
 
 Workers only compute and write chunks and hand back ChunkResults; this thread submits
 chunks, checks the run lock, adds up results and records the run, so nothing is shared.
+
+Every line logged during the run carries its `job_id`: the run sets it with
+`logger.contextualize`, and each chunk runs in a copy of this thread's context (worker
+threads do not inherit context variables on their own).
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 
 import polars as pl
 from loguru import logger
@@ -40,7 +46,6 @@ from montage_vec.job.plan import (
     chunked,
     consumed_changes,
     find_candidates,
-    new_job_id,
     next_watermark,
     plan_run,
     plan_warnings,
@@ -49,7 +54,7 @@ from montage_vec.job.plan import (
 from montage_vec.job.retries import process_with_retries
 from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.shard_lock import ShardLock
-from montage_vec.job.summary import RunSummary, log_chunk, run_record, too_many_failed
+from montage_vec.job.summary import RunSummary, finish_summary, log_chunk, new_summary, run_record, too_many_failed
 from montage_vec.stores import SqlSession, Store
 from montage_vec.stores.interfaces import CheckinSource
 
@@ -61,38 +66,41 @@ def run_job(
     control: RunControl | None = None,
     observers: Sequence[RunObserver] = (),
     checkin_source: CheckinSource | None = None,
+    chunk_lines: bool = True,
 ) -> RunSummary:
     """Run the job once; the summary's `status` and `error` say how it ended.
 
     Statuses: `completed`, `failed`, `locked` (another run holds the shard), `interrupted`
     (a signal) and `timeout`. `checkin_source` replaces the database's own check-ins (e.g.
-    the check-in service); it must be safe to share between threads.
+    the check-in service); it must be safe to share between threads. `chunk_lines=False`
+    leaves out the line per chunk, for when a progress bar shows the same.
     """
-    run = _Run(store, settings, options or RunOptions(), control or RunControl(), Observers(observers))
-    return run.execute(checkin_source)
+    run = _Run(store, settings, options or RunOptions(), control or RunControl(), Observers(observers), chunk_lines)
+    with logger.contextualize(job_id=run.summary.job_id):
+        return run.execute(checkin_source)
 
 
 class _Run:
     def __init__(
-        self, store: Store, settings: Settings, options: RunOptions, control: RunControl, observers: Observers
+        self,
+        store: Store,
+        settings: Settings,
+        options: RunOptions,
+        control: RunControl,
+        observers: Observers,
+        chunk_lines: bool,
     ) -> None:
         self.store = store
         self.settings = settings
         self.options = options
         self.control = control
         self.observers = observers
+        self.chunk_lines = chunk_lines
         self.shard = settings.shard()
         # One budget for every retry of the run: chunks, and the control session's reconnects.
         self.retry_policy = RetryPolicy(settings.chunk_retry_attempts, settings.db_reconnect_timeout)
-        started_at = utc_now()
-        self.summary = RunSummary(
-            job_id=options.job_id or new_job_id(started_at),
-            mode="pending",
-            as_of=options.as_of or started_at,
-            started_at=started_at,
-            dry_run=options.dry_run,
-            shard=self.shard.key,
-        )
+        self.summary = new_summary(settings, options)
+        self.planned = False  # the plan chose the mode (see _record)
         self.log = logger.bind(job_id=self.summary.job_id)
 
     def execute(self, checkin_source: CheckinSource | None) -> RunSummary:
@@ -123,12 +131,7 @@ class _Run:
 
     def _finish(self, error: BaseException | None, hold: ShardLock | None) -> RunSummary:
         """Set the final status, record the run (when it got as far as its lock) and tell observers."""
-        summary = self.summary
-        summary.error = error
-        summary.status = "completed" if error is None else _status_of(error)
-        summary.finished_at = utc_now()
-        if error is not None and not isinstance(error, MontageVecError):
-            self.log.opt(exception=error).error("the run failed on an unexpected error")
+        summary = finish_summary(self.summary, error)
         if hold is not None and not isinstance(error, SchemaNotMigratedError):  # nowhere to record that
             self._record(hold)
         self.observers.run_finished(summary)
@@ -142,6 +145,7 @@ class _Run:
         summary.watermark_from = session.read_watermark(self.shard.key)
         plan = self._plan(session, checkin_source is None)
         summary.mode = plan.mode
+        self.planned = True
         self._record(hold)  # the run exists (and its started event) before anything can fail
         self.observers.run_started(summary)
         planning_started = time.perf_counter()
@@ -201,6 +205,7 @@ class _Run:
         )
         first_error: BaseException | None = None
         total_chunks = -(-len(users) // self.settings.montage_batch_size)
+        started = time.perf_counter()
         with (
             ThreadSessions(self.store) as sessions,
             ThreadPoolExecutor(self.settings.chunk_workers(), thread_name_prefix="chunk") as pool,
@@ -214,7 +219,8 @@ class _Run:
                         self.control.request_stop("failed")
                     continue
                 self.summary.add_chunk(result)
-                log_chunk(self.log, number, total_chunks, result, self.options.dry_run)
+                if self.chunk_lines:
+                    log_chunk(self.log, number, total_chunks, self.summary, result, time.perf_counter() - started)
                 self.observers.chunk_finished(self.summary, result)
                 fraction = self.settings.montage_max_failed_fraction
                 if first_error is None and (tripped := too_many_failed(self.summary, fraction)) is not None:
@@ -255,7 +261,14 @@ class _Run:
                     in_flight[_failed(exc)] = number
                     break
                 work = pool.submit(
-                    process_with_retries, sessions, source, chunk_users, context, self.retry_policy, self.control
+                    contextvars.copy_context().run,  # the worker's lines carry the run's job_id too
+                    process_with_retries,
+                    sessions,
+                    source,
+                    chunk_users,
+                    context,
+                    self.retry_policy,
+                    self.control,
                 )
                 in_flight[work] = number
             if not in_flight:
@@ -282,6 +295,8 @@ class _Run:
         if self.options.dry_run:
             return
         record = run_record(self.summary)
+        if not self.planned:
+            record = replace(record, mode=UNPLANNED_MODE)
         try:
             hold.session.record_run(record)
             return
@@ -294,12 +309,9 @@ class _Run:
             self.log.error("could not record the run in the run log", error=redact(str(exc)))
 
 
-def _status_of(error: BaseException) -> str:
-    if isinstance(error, RunLockedError):
-        return "locked"
-    if isinstance(error, RunInterrupted):
-        return error.status
-    return "failed"
+# The run log's mode for a run that never planned, so never wrote anything: the plan's search
+# for runs under another shard count looks at full and incremental runs, and must not count it.
+UNPLANNED_MODE = "pending"
 
 
 def _failed(error: BaseException) -> Future[ChunkResult]:

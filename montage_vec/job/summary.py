@@ -14,12 +14,17 @@ from loguru import logger
 
 from montage_vec.config.durations import format_duration
 from montage_vec.config.secrets import redact
-from montage_vec.errors import TooManyFailedUsers
+from montage_vec.errors import MontageVecError, RunInterrupted, RunLockedError, TooManyFailedUsers
 from montage_vec.job.chunks import ChunkResult
+from montage_vec.job.plan import new_job_id, utc_now
+from montage_vec.observability.logging import always_shown
 from montage_vec.stores.records import RunRecord
 
 if TYPE_CHECKING:
     from loguru import Logger
+
+    from montage_vec.config.settings import Settings
+    from montage_vec.job.plan import RunOptions
 
 
 @dataclass
@@ -121,12 +126,22 @@ def too_many_failed(summary: RunSummary, max_fraction: float) -> TooManyFailedUs
     )
 
 
-def log_chunk(log: Logger, number: int, total: int, result: ChunkResult, dry_run: bool) -> None:
-    """A chunk's line: its place in the run, its counts and where its time went."""
+def log_chunk(
+    log: Logger, number: int, chunks_total: int, summary: RunSummary, result: ChunkResult, elapsed: float
+) -> None:
+    """A chunk's line: which chunk, how far the run is, its counts and where its time went.
+
+    `number` is the chunk's place in the candidate order (chunks finish out of order);
+    `elapsed` is the seconds since the run started processing chunks.
+    """
+    users_per_second, eta_seconds = throughput(summary.totals.users, summary.candidates, elapsed)
     log.info(
-        "chunk computed (dry run)" if dry_run else "chunk committed",
+        "chunk computed (dry run)" if summary.dry_run else "chunk committed",
         chunk=number,
-        chunks=total,
+        chunks_done=summary.chunks,
+        chunks_total=chunks_total,
+        users_per_second=users_per_second,
+        eta_seconds=eta_seconds,
         users=result.users,
         checkins=result.checkins,
         errors=len(result.failures),
@@ -136,9 +151,17 @@ def log_chunk(log: Logger, number: int, total: int, result: ChunkResult, dry_run
     )
 
 
+def throughput(users_done: int, users_total: int, elapsed: float) -> tuple[float | None, float | None]:
+    """(users per second so far, seconds left at that rate); None while nothing measures a rate."""
+    if users_done <= 0 or elapsed <= 0:
+        return None, None
+    rate = users_done / elapsed
+    return round(rate, 1), round(max(0, users_total - users_done) / rate, 1)
+
+
 def log_outcome(summary: RunSummary) -> None:
     """A run's last log line, wherever it ran (once, the scheduler, demo): the summary's fields."""
-    line = logger.bind(**summary.fields())
+    line = always_shown(logger.bind(**summary.fields()))  # the run's result: shown at every LOG_LEVEL
     if summary.status == "completed":
         line.info("Batch job completed")
     else:
@@ -166,3 +189,47 @@ def run_record(summary: RunSummary) -> RunRecord:
         message=f"{type(summary.error).__name__}: {summary.error_text}" if summary.error else None,
         reconciled=summary.reconciled,
     )
+
+
+def requested_mode(options: RunOptions) -> str:
+    """The mode a run is in until its plan decides: `users` for named users (--user-id or
+    USER_ID_FILTER), `full` for --full, otherwise `incremental`.
+
+    The plan may still make an incremental request a full run (no watermark yet, an as_of
+    earlier than a past run's, another shard count); a run that fails before it planned
+    reports the mode that was asked for.
+    """
+    if options.user_ids:
+        return "users"
+    return "full" if options.full else "incremental"
+
+
+def new_summary(settings: Settings, options: RunOptions) -> RunSummary:
+    """A run's summary as it starts: its job id, the requested mode and its reference time."""
+    started_at = utc_now()
+    return RunSummary(
+        job_id=options.job_id or new_job_id(started_at),
+        mode=requested_mode(options),
+        as_of=options.as_of or started_at,
+        started_at=started_at,
+        dry_run=options.dry_run,
+        shard=settings.shard().key,
+    )
+
+
+def finish_summary(summary: RunSummary, error: BaseException | None) -> RunSummary:
+    """Set the run's final status from how it ended; an error that is not ours is logged with its traceback."""
+    summary.error = error
+    summary.status = "completed" if error is None else _status_of(error)
+    summary.finished_at = utc_now()
+    if error is not None and not isinstance(error, MontageVecError):
+        logger.bind(job_id=summary.job_id).opt(exception=error).error("the run failed on an unexpected error")
+    return summary
+
+
+def _status_of(error: BaseException) -> str:
+    if isinstance(error, RunLockedError):
+        return "locked"
+    if isinstance(error, RunInterrupted):
+        return error.status
+    return "failed"

@@ -15,8 +15,6 @@ from croniter import croniter
 from loguru import logger
 
 from montage_vec.config import Settings
-from montage_vec.config.secrets import redact
-from montage_vec.errors import MontageVecError
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions, utc_now
 from montage_vec.job.summary import log_outcome
@@ -62,12 +60,12 @@ def run_scheduler(settings: Settings, daemon: RunControl) -> None:
 
 
 def _scheduled_run(settings: Settings, daemon: RunControl, metrics: JobMetrics) -> dict[str, str]:
-    """One run; its outcome is logged and reported on /healthz, never raised."""
-    try:
-        summary = run_once(settings, RunOptions(), RunControl(parent=daemon), metrics)
-    except MontageVecError as exc:  # the run could not even be set up (e.g. a service's settings)
-        logger.error("scheduled run could not start", error=redact(str(exc)), error_type=type(exc).__name__)
-        return {"status": "failed", "at": utc_now().isoformat()}
+    """One run; its outcome is logged and reported on /healthz, never raised.
+
+    A run that could not even be set up (a service's settings, an unreachable database) is a
+    failed run like any other (see run_once), with its summary line.
+    """
+    summary = run_once(settings, RunOptions(), RunControl(parent=daemon), metrics)
     log_outcome(summary)
     return {"status": summary.status, "job_id": summary.job_id, "at": utc_now().isoformat()}
 

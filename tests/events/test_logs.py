@@ -1,27 +1,33 @@
-"""What a run prints: one JSON object per line correlated by job_id, the final summary line,
-log levels, the development format, and secrets that never leak anywhere."""
+"""What a run prints: one JSON object per line correlated by job_id (worker threads' lines too),
+the final summary line at every log level and however the run failed, chunk progress, log
+levels, the development format, and secrets that never leak anywhere."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import traceback
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from montage_vec.config import load_settings
-from montage_vec.errors import MontageVecError
+from montage_vec.errors import ConfigError, MontageVecError, TransientStoreError
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions
+from montage_vec.job.summary import finish_summary, log_outcome, new_summary
+from montage_vec.observability.logging import configure_logging
 from montage_vec.observability.metrics import JobMetrics
 from montage_vec.runtime.wiring import run_once as wiring_run_once
 from tests.support.cli import run_once
 from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
-from tests.support.database import pg_host, pg_port, query
+from tests.support.database import execute, pg_host, pg_port, query, sql_literal
 from tests.support.outbox import RUNS_QUERY, events
+from tests.support.processes import free_port, job_env, run_job
 from tests.support.servers import FakeService, Reply, closed_port_url
 
 SUMMARY_FIELDS = ("job_id", "duration", "processed", "successful", "errors", "general_montages", "interest_montages")
@@ -80,15 +86,112 @@ def test_every_line_is_json_and_run_lines_share_the_job_id(duckdb_url: str, run_
     assert result.stderr == ""
 
 
-def test_log_level_error_suppresses_info_lines(duckdb_url: str, run_cli) -> None:
-    some_checkins(duckdb_url, users=1)
-    result = run_once(run_cli, duckdb_url, env={"LOG_LEVEL": "error"})
-    assert all(entry["level"] == "error" for entry in json_lines(result.stdout)), result.stdout
-    assert "Batch job completed" not in result.stdout
-    # ...but a failure still says so.
-    failed = run_cli("once", env={"DATABASE_URL": duckdb_url, "LOG_LEVEL": "error", "BATCH_PROCESSING_TIMEOUT": "1ms"})
+@pytest.mark.parametrize("level", ["error", "warn"])
+def test_quiet_log_levels_hide_info_lines_but_never_the_summary(duckdb_url: str, run_cli, level: str) -> None:
+    """The summary line is the run's result: LOG_LEVEL hides chatter, not whether the run completed."""
+    some_checkins(duckdb_url, users=2)
+    result = run_once(run_cli, duckdb_url, env={"LOG_LEVEL": level, "MONTAGE_BATCH_SIZE": "1"})
+    lines = json_lines(result.stdout)
+    assert [entry["message"] for entry in lines] == ["Batch job completed"], result.stdout
+    assert lines[0]["level"] == "info" and lines[0]["processed"] == 2  # not dressed up as an error
+    assert "always_shown" not in lines[0], "the marker that lets it through is never printed"
+    # ...and a failure says so too.
+    env = {"DATABASE_URL": duckdb_url, "LOG_LEVEL": level, "BATCH_PROCESSING_TIMEOUT": "1ms"}
+    failed = run_cli("once", "--full", env=env)
     assert failed.exit_code == 124
     assert [entry["message"] for entry in json_lines(failed.stdout)] == ["Batch job failed"]
+    assert json_lines(failed.stdout)[0]["level"] == "error"
+
+
+def test_every_line_of_a_run_carries_its_job_id_worker_threads_included(duckdb_url: str, run_cli) -> None:
+    """Chunks run on worker threads, which do not inherit the run's logging context: the
+    "cannot be processed" warning below is logged on one, by library code using the bare logger."""
+    rows = some_checkins(duckdb_url, users=4)
+    broken = rows[0]
+    execute(
+        duckdb_url,
+        f"UPDATE checkins SET created_at = TIMESTAMPTZ 'infinity' WHERE id = {sql_literal(broken['id'])}",
+    )
+    result = run_once(run_cli, duckdb_url, "--batch-size", "1", "--concurrency", "2")
+    lines = json_lines(result.stdout)
+    messages = [entry["message"] for entry in lines]
+    assert "user's check-ins cannot be processed; it goes to the retry list" in messages, result.stdout
+    start, end = messages.index("Batch job started"), messages.index("Batch job completed")
+    assert end == len(lines) - 1
+    job_id = lines[end]["job_id"]
+    assert lines[end]["errors"] == 1
+    missing = [entry for entry in lines[start:] if entry.get("job_id") != job_id]
+    assert not missing, f"lines without the run's job_id {job_id}: {missing}"
+
+
+def test_chunk_lines_say_how_far_the_run_is(duckdb_url: str, run_cli) -> None:
+    some_checkins(duckdb_url, users=5)
+    result = run_once(run_cli, duckdb_url, "--batch-size", "2", "--concurrency", "1")
+    chunks = [entry for entry in result.logs if entry["message"] == "chunk committed"]
+    assert [(entry["chunk"], entry["chunks_done"], entry["chunks_total"]) for entry in chunks] == [
+        (1, 1, 3),
+        (2, 2, 3),
+        (3, 3, 3),
+    ]
+    assert "chunks" not in chunks[0], "chunks_total replaced it"
+    for entry in chunks:
+        assert entry["users_per_second"] > 0, entry
+        assert entry["eta_seconds"] >= 0, entry
+    # The last chunk leaves nobody to wait for.
+    assert chunks[-1]["eta_seconds"] == 0
+
+
+def summary_field_names() -> set[str]:
+    """Every field of a failed run's summary line (RunSummary.fields), whatever its error."""
+    summary = finish_summary(new_summary(load_settings(), RunOptions()), TransientStoreError("gone"))
+    return set(summary.fields())
+
+
+@pytest.mark.parametrize(
+    ("args", "mode"),
+    [((), "incremental"), (("--full",), "full"), (("--user-id", "7c9e6679-7425-40de-944b-e07fc1f90ae7"), "users")],
+)
+def test_run_that_cannot_reach_its_database_ends_with_a_full_summary_line(
+    tmp_path: Path, args: tuple[str, ...], mode: str
+) -> None:
+    """Nothing listens on the port, and DB_RECONNECT_TIMEOUT=0 gives up at once: the run never
+    planned, so its line names the mode it was asked for."""
+    url = f"postgresql://root@127.0.0.1:{free_port()}/montage"
+    env = job_env(DATABASE_URL=url, DB_RECONNECT_TIMEOUT="0", DB_CONNECT_TIMEOUT="5s")
+    result = run_job("once", *args, env=env, cwd=tmp_path)
+
+    assert result.exit_code == 1, result.everything()  # a transient error that outlived its budget
+    last = json_lines(result.stdout)[-1]
+    assert (last["message"], last["level"], last["status"]) == ("Batch job failed", "error", "failed"), last
+    assert last["mode"] == mode
+    assert summary_field_names() <= last.keys(), summary_field_names() - last.keys()
+    assert last["error_type"] == "TransientStoreError"
+    assert re.fullmatch(r"batch_\d+_[0-9a-f]{6}", last["job_id"])
+    assert all(entry.get("job_id") == last["job_id"] for entry in json_lines(result.stdout))
+    assert result.stderr == f"montage-vec: {last['error']}\n", result.everything()
+    assert "refused" in result.stderr
+
+
+def test_run_whose_services_cannot_be_set_up_is_a_failed_run_with_a_summary_line(duckdb_url: str) -> None:
+    """The check-in service is chosen but has no URL (settings validation would refuse this; an
+    embedding caller can still build it): run_once fails the run instead of raising, and counts it."""
+    settings = load_settings(database_url=duckdb_url).model_copy(
+        update={"checkin_source": "http", "checkin_service_url": None}
+    )
+    out = io.StringIO()
+    configure_logging("info", stream=out)
+    metrics = JobMetrics()
+    user = new_id()
+
+    summary = wiring_run_once(settings, RunOptions(user_ids=(user,), job_id="batch_1_abcdef"), RunControl(), metrics)
+    log_outcome(summary)
+
+    assert (summary.status, summary.mode, type(summary.error)) == ("failed", "users", ConfigError)
+    (last,) = json_lines(out.getvalue())
+    assert (last["message"], last["job_id"], last["mode"]) == ("Batch job failed", "batch_1_abcdef", "users")
+    assert summary_field_names() <= last.keys()
+    assert last["error"] == "CHECKIN_SERVICE_URL is not set"
+    assert metrics.registry.get_sample_value("montage_batch_runs_total", {"status": "failed"}) == 1
 
 
 def test_failed_run_line_carries_the_job_id_and_summary(duckdb_url: str, run_cli) -> None:
@@ -141,6 +244,13 @@ def test_development_environment_prints_human_lines(duckdb_url: str, run_cli) ->
     assert len(completed) == 1
     assert re.search(r"job_id=batch_\d+_[0-9a-f]{6}", completed[0])
     assert "processed=1" in completed[0]
+    # Readable fields: nested ones dotted, never a Python repr; durations as settings take them.
+    assert re.search(r" stage_seconds\.extract=\d", completed[0]), completed[0]
+    assert re.search(r" duration=\d+(\.\d+)?m?s ", completed[0]), completed[0]
+    for line in lines:
+        assert "{'" not in line and "['" not in line and "=True" not in line and "=None" not in line, line
+    started = next(line for line in lines if "Batch job started" in line)
+    assert re.search(r' change_capture_reason="[^"]+ [^"]+"', started), "a string with spaces is quoted"
 
 
 # -- secrets --------------------------------------------------------------------------------------
