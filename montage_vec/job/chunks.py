@@ -21,7 +21,7 @@ from loguru import logger
 
 from montage_vec.config.secrets import redact
 from montage_vec.engine import MontageParams, compute_montages
-from montage_vec.engine.schema import REJECTED_SCHEMA
+from montage_vec.engine.conform import split_unsupported_times
 from montage_vec.errors import ChunkFailedWhole, DataStoreError, InputDataError
 from montage_vec.stores.interfaces import CheckinSource, JobStore
 from montage_vec.stores.records import ChunkDiff, ChunkWrite, Lease
@@ -153,7 +153,7 @@ def _describe(exc: Exception) -> str:
 def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     result = ChunkResult(users=len(user_ids))
     started = time.perf_counter()
-    checkins, unsupported = _without_unsupported_times(source.extract_checkins(user_ids))
+    checkins, unsupported = split_unsupported_times(source.extract_checkins(user_ids))
     extracted = time.perf_counter()
     if context.checkin_budget is not None and checkins.height > context.checkin_budget:
         logger.bind(job_id=context.job_id).warning(
@@ -207,21 +207,3 @@ def _count_diff(result: ChunkResult, diff: ChunkDiff) -> None:
     result.montages_would_remove = diff.montages_removed
     result.items_would_write = diff.items_written
     result.users_changed = diff.users_changed
-
-
-def _without_unsupported_times(checkins: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(check-ins of users without one, those users with the reason), per the store's "unsupported_time"."""
-    if "unsupported_time" not in checkins.columns:
-        return checkins, pl.DataFrame(schema=REJECTED_SCHEMA)
-    flagged = checkins.filter(pl.col("unsupported_time").is_not_null())
-    if flagged.is_empty():
-        return checkins.drop("unsupported_time"), pl.DataFrame(schema=REJECTED_SCHEMA)
-    rejected = flagged.group_by("user_id", maintain_order=True).agg(
-        error=pl.format(
-            "check-in {} has {}, outside the supported years 1-9999",
-            pl.col("id").first(),
-            pl.col("unsupported_time").first(),
-        )
-    )
-    usable = checkins.join(rejected.select("user_id"), on="user_id", how="anti").drop("unsupported_time")
-    return usable, rejected.select([pl.col(name).cast(dtype) for name, dtype in REJECTED_SCHEMA.items()])

@@ -16,13 +16,14 @@ dry run runs it alone, reads SELECT_DIFF and rolls back (see `SqlSession.diff_ch
 
 from __future__ import annotations
 
-# A montage id is derived from its key, so the same montage gets the same id in every
-# backend and every run; ids already stored (e.g. by the old job) are kept.
+# A montage id is derived from its key (the engine's `montage_id`, engine/ids.py), so the same
+# montage gets the same id in every backend and every run; ids already stored (e.g. by the
+# old job) are kept.
 CREATE_CHUNK_MONTAGES = """
 CREATE TEMP TABLE "chunk_montages" AS
 SELECT s."montage_nr", s."user_id"::UUID AS "user_id", s."kind", s."interest", s."item_count", s."valid_until",
        s."generated_at", s."cache_expires_at", s."job_id",
-       COALESCE(m."id", md5(s."user_id" || '/' || s."kind" || '/' || s."interest")::UUID) AS "montage_id",
+       COALESCE(m."id", s."montage_id"::UUID) AS "montage_id",
        (m."id" IS NULL
         OR m."item_count" <> s."item_count"
         OR m."valid_until" IS DISTINCT FROM s."valid_until") AS "changed"
