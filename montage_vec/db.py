@@ -38,25 +38,27 @@ from montage_vec.stores import CheckinSource, SqlSession, Store, open_store
 KINDS = (GENERAL, INTEREST)
 
 
-def connect(url: str | None = None, read_only: bool = False, **settings: Any) -> Database:
+def connect(url: str | None = None, read_only: bool = False, create: bool = False, **settings: Any) -> Database:
     """The database at `url` (a DATABASE_URL: `duckdb:///path` or `postgresql://...`).
 
     Without `url`, the environment decides, as for the command line (DATABASE_URL, DB_HOST,
     else `montage.duckdb` here). `settings` override other variables by their lower-case
     names, e.g. `montage_max_items=10`. `read_only` opens an embedded file read-only, so
-    that a notebook can read it beside nothing else and `run` can only be a dry run.
+    that a notebook can read it beside other readers and `run` can only be a dry run. A
+    missing DuckDB file is an error unless `create` (then `migrate()` sets it up): a typo in
+    a path must not become a new, empty database.
     """
     overrides = {"database_url": url, **settings}
-    return Database(load_settings(**overrides), read_only=read_only)
+    return Database(load_settings(**overrides), read_only=read_only, create=create)
 
 
 class Database:
     """A montage-vec database: compute, read, explain and run. Use it as a context manager, or `close()` it."""
 
-    def __init__(self, settings: Settings, read_only: bool = False) -> None:
+    def __init__(self, settings: Settings, read_only: bool = False, create: bool = False) -> None:
         self.settings = settings
         self.read_only = read_only
-        self._store: Store = open_store(settings.database(), read_only=read_only)
+        self._store: Store = open_store(settings.database(), read_only=read_only, create=create)
 
     # -- the engine, with this database's contract settings ----------------------------------
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
-from loguru import logger
 
 import montage_vec
 from montage_vec.errors import ConfigError
@@ -113,19 +114,39 @@ def test_compute_takes_a_minimal_frame_with_the_configured_contract() -> None:
     assert not Path("montage.duckdb").exists(), "computing must not create the default database"
 
 
+LIBRARY_CALLER = """
+import sys
+from datetime import datetime
+from loguru import logger
+import montage_vec
+
+lines = []
+logger.remove()
+logger.add(lines.append, level="DEBUG")
+as_of = datetime.fromisoformat(sys.argv[2])
+with montage_vec.connect(sys.argv[1]) as db:
+    db.run(as_of=as_of, dry_run=True)
+    print("before enabling:", len(lines))
+    logger.enable("montage_vec")
+    db.run(as_of=as_of, dry_run=True)
+    print("after enabling:", len(lines))
+"""
+
+
 def test_the_library_logs_nothing_unless_enabled(loaded: SyntheticDatabase) -> None:
-    lines: list[str] = []
-    logger.remove()
-    logger.add(lines.append, level="DEBUG")
-    with montage_vec.connect(loaded.url) as db:
-        db.run(as_of=loaded.as_of, dry_run=True)
-        assert lines == []
-        logger.enable("montage_vec")
-        try:
-            db.run(as_of=loaded.as_of, dry_run=True)
-        finally:
-            logger.disable("montage_vec")
-    assert any("Batch job" in line for line in lines)
+    """In a fresh process, as a library caller has it (the tests' own CLI runs enable the logs)."""
+    caller = subprocess.run(
+        [sys.executable, "-c", LIBRARY_CALLER, loaded.url, loaded.as_of.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert caller.returncode == 0, caller.stderr
+    before, after = caller.stdout.splitlines()
+    assert before == "before enabling: 0"
+    assert int(after.removeprefix("after enabling: ")) > 0
+    assert caller.stderr == ""
 
 
 def test_run_rejects_contradictions_and_writes_in_read_only(loaded: SyntheticDatabase) -> None:
