@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 
 import click
@@ -85,6 +86,7 @@ def once(
         control = RunControl()
         # Opened here: a dry run reads a DuckDB file read-only, and no run creates a missing one.
         with open_store(settings.database(), read_only=dry_run, create=False) as store, stop_on_signals(control):
-            summary = run_once(settings, options, control, JobMetrics(), store=store)
+            # On a terminal, a progress bar on stderr replaces the line per chunk.
+            summary = run_once(settings, options, control, JobMetrics(), store=store, progress=sys.stderr.isatty())
         log_outcome(summary)
         exit_on_failure(summary)
