@@ -137,8 +137,14 @@ class Database:
         dry_run: bool = False,
         allow_future: bool = False,
         control: RunControl | None = None,
+        job_id: str | None = None,
+        progress: bool = False,
     ) -> RunSummary:
-        """Run the job once, as `montage-vec once` does; the summary says how it ended (it does not raise)."""
+        """Run the job once, as `montage-vec once` does; the summary says how it ended (it does not raise).
+
+        `control` lets another thread stop it; `job_id` names the run (default: a new id);
+        `progress` draws a progress bar on stderr instead of logging a line per chunk.
+        """
         from montage_vec.observability.metrics import JobMetrics
         from montage_vec.runtime.wiring import run_once
 
@@ -153,8 +159,9 @@ class Database:
             as_of=as_of,
             dry_run=dry_run,
             allow_future=allow_future,
+            job_id=job_id,
         )
-        return run_once(self.settings, options, control or RunControl(), JobMetrics(), store=self._store)
+        return run_once(self.settings, options, control or RunControl(), JobMetrics(), self._store, progress)
 
     def migrate(self) -> list[str]:
         """Apply the pending migrations of the job's own tables; the names of those applied now."""

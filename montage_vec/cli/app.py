@@ -17,6 +17,7 @@ from loguru import logger
 from montage_vec.cli.common import fail, program_name, settings_from
 from montage_vec.cli.demo import demo
 from montage_vec.cli.exit_codes import EPILOG, EXIT_INTERRUPTED, EXIT_UNEXPECTED
+from montage_vec.cli.explain import explain
 from montage_vec.cli.once import once
 from montage_vec.cli.show import show
 from montage_vec.config import redact
@@ -110,6 +111,7 @@ def health() -> None:
 cli.add_command(once)
 cli.add_command(show)
 cli.add_command(demo)
+cli.add_command(explain)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 from loguru import logger
 
 from montage_vec.cli.common import exit_on_failure, load_cli_settings, log_configuration
 from montage_vec.cli.options import as_of_flag, setting_flag
+
+if TYPE_CHECKING:
+    from montage_vec.db import Database
 
 
 @click.command()
@@ -48,13 +52,11 @@ def once(
     concurrency: int | None = None,
 ) -> None:
     """Run the batch job once and exit."""
+    from montage_vec.db import Database
     from montage_vec.job.control import RunControl
-    from montage_vec.job.plan import RunOptions, new_job_id, utc_now
+    from montage_vec.job.plan import new_job_id, utc_now
     from montage_vec.job.summary import log_outcome
-    from montage_vec.observability.metrics import JobMetrics
     from montage_vec.observability.signals import stop_on_signals
-    from montage_vec.runtime.wiring import run_once
-    from montage_vec.stores import open_store
 
     if full and user_ids:
         raise click.UsageError("--full and --user-id contradict each other: pass one of them", ctx)
@@ -75,18 +77,33 @@ def once(
     job_id = new_job_id(utc_now())
     with logger.contextualize(job_id=job_id):
         log_configuration(settings)
-        options = RunOptions(
-            full=full,
-            user_ids=tuple(settings.user_id_filter),
-            as_of=as_of,
-            dry_run=dry_run,
-            allow_future=allow_future,
-            job_id=job_id,
-        )
         control = RunControl()
-        # Opened here: a dry run reads a DuckDB file read-only, and no run creates a missing one.
-        with open_store(settings.database(), read_only=dry_run, create=False) as store, stop_on_signals(control):
-            # On a terminal, a progress bar on stderr replaces the line per chunk.
-            summary = run_once(settings, options, control, JobMetrics(), store=store, progress=sys.stderr.isatty())
+        # A dry run reads a DuckDB file read-only, and no run creates a missing one.
+        with Database(settings, read_only=dry_run) as db, stop_on_signals(control):
+            summary = db.run(
+                full=full,
+                user_ids=settings.user_id_filter,
+                as_of=as_of,
+                dry_run=dry_run,
+                allow_future=allow_future,
+                control=control,
+                job_id=job_id,
+                progress=sys.stderr.isatty(),  # on a terminal, a bar on stderr replaces the line per chunk
+            )
+            if dry_run and settings.user_id_filter and summary.status == "completed":
+                log_would_change(db, settings.user_id_filter, summary.as_of)
         log_outcome(summary)
-        exit_on_failure(summary)
+    exit_on_failure(summary)
+
+
+def log_would_change(db: Database, user_ids: list[str], as_of: datetime) -> None:
+    """A named users' dry run: one line per montage the run would add, change or remove."""
+    from montage_vec.engine.documents import diff_document
+
+    for user_id in user_ids:
+        diff = db.explain(user_id, as_of=as_of).diff
+        if diff is None:  # the user is set aside (retry list): the run said why
+            continue
+        changes = diff_document(diff)
+        for montage in changes["montages"]:
+            logger.info(f"dry run: montage would be {montage.pop('status')}", **montage)

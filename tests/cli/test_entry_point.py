@@ -116,7 +116,7 @@ def test_importing_the_cli_registers_every_command_and_loads_nothing_heavy(tmp_p
     completed = python(code, tmp_path)
     assert completed.returncode == 0, completed.stderr
     outcome = json.loads(completed.stdout)
-    assert outcome["commands"] == ["demo", "health", "migrate", "once", "scheduler", "show"]
+    assert outcome["commands"] == ["demo", "explain", "health", "migrate", "once", "scheduler", "show"]
     loaded = {module.split(".")[0] for module in outcome["modules"]}
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
 

@@ -17,7 +17,7 @@ Interpretation notes (where the contract text leaves a choice):
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -232,6 +232,67 @@ def reference_montages(rows: Iterable[Mapping[str, Any]], as_of: datetime, param
             outcome.montages[key] = (len(interest_items), valid_until)
 
     return outcome
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def reference_tag_stats(
+    rows: list[dict[str, Any]], user: str, as_of: datetime, params: Any
+) -> dict[str, dict[str, Any]]:
+    """Rule 5 per normalised tag of `user`'s usable rows (`explain`'s tag table), counted naively."""
+    cut = as_of - timedelta(days=params.interest_lookback_days)
+    winners = one_row_per_id(rows)
+    usable = [
+        row
+        for row in rows
+        if row["user_id"] == user
+        and any(row is winner for winner in winners)
+        and row["id"] is not None
+        and row["created_at"] is not None
+    ]
+    stats: dict[str, dict[str, Any]] = {}
+    for row in usable:
+        for tag in normalize_tags(row["tags"]):
+            entry = stats.setdefault(tag, {"in_window": [], "eligible": 0, "ineligible": 0})
+            if is_eligible(row, params):
+                entry["eligible"] += 1
+                if row["created_at"] > cut:
+                    entry["in_window"].append(row["created_at"])
+            else:
+                entry["ineligible"] += 1
+    expected = {}
+    needed = params.min_interest_occurrence
+    for tag, entry in stats.items():
+        newest = sorted(entry["in_window"], reverse=True)
+        qualifies = len(newest) >= needed
+        expected[tag] = {
+            "occurrences_in_window": len(newest),
+            "eligible_occurrences": entry["eligible"],
+            "ineligible_occurrences": entry["ineligible"],
+            "qualifies": qualifies,
+            "kth_newest_in_window": newest[needed - 1] if qualifies else None,
+            "valid_until": newest[needed - 1] + timedelta(days=params.interest_lookback_days) if qualifies else None,
+            "more_needed": max(0, needed - len(newest)),
+        }
+    return expected
+
+
+def reference_checkin_verdicts(rows: list[dict[str, Any]], user: str, params: Any) -> Counter[tuple[Any, ...]]:
+    """(id, eligible, normalised tags) of every row of `user` (`explain`'s check-in table), as a multiset."""
+    winners = one_row_per_id(rows)
+    return Counter(
+        (
+            row["id"],
+            any(row is winner for winner in winners)
+            and row["id"] is not None
+            and row["created_at"] is not None
+            and is_eligible(row, params),
+            tuple(normalize_tags(row["tags"])),
+        )
+        for row in rows
+        if row["user_id"] == user
+    )
 
 
 # --------------------------------------------------------------------------- engine -> plain

@@ -15,10 +15,9 @@ from tests.engine.builders import AS_OF, CUT, LOOKBACK, U1, U2, US, checkin, cid
 from tests.engine.reference import (
     assert_same_outcome,
     from_engine,
-    is_eligible,
-    normalize_tags,
-    one_row_per_id,
+    reference_checkin_verdicts,
     reference_montages,
+    reference_tag_stats,
 )
 from tests.engine.strategies import property_settings, scenarios, to_frame
 
@@ -124,60 +123,6 @@ def test_the_document_is_json_with_the_documented_names() -> None:
 # =========================================================================== against the reference
 
 
-def _expected_tags(rows: list[dict[str, Any]], user: str, as_of: datetime, params: Any) -> dict[str, dict[str, Any]]:
-    cut = as_of - timedelta(days=params.interest_lookback_days)
-    winners = one_row_per_id(rows)
-    usable = [
-        row
-        for row in rows
-        if row["user_id"] == user
-        and any(row is winner for winner in winners)
-        and row["id"] is not None
-        and row["created_at"] is not None
-    ]
-    stats: dict[str, dict[str, Any]] = {}
-    for row in usable:
-        for tag in normalize_tags(row["tags"]):
-            entry = stats.setdefault(tag, {"in_window": [], "eligible": 0, "ineligible": 0})
-            if is_eligible(row, params):
-                entry["eligible"] += 1
-                if row["created_at"] > cut:
-                    entry["in_window"].append(row["created_at"])
-            else:
-                entry["ineligible"] += 1
-    expected = {}
-    needed = params.min_interest_occurrence
-    for tag, entry in stats.items():
-        newest = sorted(entry["in_window"], reverse=True)
-        qualifies = len(newest) >= needed
-        expected[tag] = {
-            "occurrences_in_window": len(newest),
-            "eligible_occurrences": entry["eligible"],
-            "ineligible_occurrences": entry["ineligible"],
-            "qualifies": qualifies,
-            "kth_newest_in_window": newest[needed - 1] if qualifies else None,
-            "valid_until": newest[needed - 1] + timedelta(days=params.interest_lookback_days) if qualifies else None,
-            "more_needed": max(0, needed - len(newest)),
-        }
-    return expected
-
-
-def _expected_checkins(rows: list[dict[str, Any]], user: str, params: Any) -> Counter[tuple[Any, ...]]:
-    winners = one_row_per_id(rows)
-    return Counter(
-        (
-            row["id"],
-            any(row is winner for winner in winners)
-            and row["id"] is not None
-            and row["created_at"] is not None
-            and is_eligible(row, params),
-            tuple(normalize_tags(row["tags"])),
-        )
-        for row in rows
-        if row["user_id"] == user
-    )
-
-
 def check_explanations(rows: list[dict[str, Any]], as_of: datetime, params: Any) -> None:
     expected_outcome = reference_montages(rows, as_of, params)
     for user in sorted({row["user_id"] for row in rows}):
@@ -186,12 +131,12 @@ def check_explanations(rows: list[dict[str, Any]], as_of: datetime, params: Any)
             (row["id"], row["eligible"], tuple(row["normalized_tags"]))
             for row in explanation.checkins.iter_rows(named=True)
         )
-        assert actual_checkins == _expected_checkins(rows, user, params), f"check-ins of {user}"
+        assert actual_checkins == reference_checkin_verdicts(rows, user, params), f"check-ins of {user}"
         actual_tags = {
             row.pop("tag"): {name: value for name, value in row.items() if name != "window_start"}
             for row in explanation.tags.iter_rows(named=True)
         }
-        assert actual_tags == _expected_tags(rows, user, as_of, params), f"tags of {user}"
+        assert actual_tags == reference_tag_stats(rows, user, as_of, params), f"tags of {user}"
         assert (explanation.rejected is not None) == (user in expected_outcome.rejected)
         assert_same_outcome(from_engine(explanation.montages), _only(expected_outcome, user))
 
