@@ -75,7 +75,7 @@ def _regenerator(settings: Settings) -> Regenerate | None:
         return None
 
     def regenerate(user_id: str) -> dict[str, Any]:
-        with open_store(settings.database()) as store, collaborators(settings, JobMetrics()) as wired:
+        with open_store(settings.database(), create=False) as store, collaborators(settings, JobMetrics()) as wired:
             return regenerate_user(store, settings, user_id, wired.checkin_source)
 
     return regenerate

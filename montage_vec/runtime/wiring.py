@@ -80,7 +80,7 @@ def _run(
 ) -> RunSummary:
     with ExitStack() as stack:
         try:
-            active_store = store or stack.enter_context(open_store(settings.database()))
+            active_store = store or stack.enter_context(open_store(settings.database(), create=False))
             wired = stack.enter_context(collaborators(settings, metrics))
         except Exception as exc:  # a store or service the settings cannot build: the run fails, it is not a crash
             return _not_started(settings, options, exc, metrics)
