@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, ByteSize, Field, SecretStr, ValidationErro
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from montage_vec.config.database import DEFAULT_READ_MAX_LAG, DatabaseTarget, resolve_database
-from montage_vec.config.durations import parse_duration
+from montage_vec.config.durations import format_duration, parse_duration
 from montage_vec.config.relation import DEFAULT_SOURCE, RelationName, parse_schema
 from montage_vec.config.secrets import redact, register_secret
 from montage_vec.config.shard import Shard, effective_shard
@@ -217,6 +217,8 @@ class Settings(BaseSettings):
         """Every setting, secrets masked, for DEBUG=true start-up logging."""
         shown = self.model_dump(mode="json")
         shown.update({name: "***" for name, value in self if isinstance(value, SecretStr)})
+        # As they are configured (30m), not pydantic's ISO 8601 (PT30M).
+        shown.update({name: format_duration(value) for name, value in self if isinstance(value, timedelta)})
         return shown
 
     def montage_params(self) -> MontageParams:

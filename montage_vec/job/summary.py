@@ -147,6 +147,17 @@ def log_chunk(
         errors=len(result.failures),
         montages_written=result.montages_written,
         montages_removed=result.montages_removed,
+        items_written=result.items_written,
+        users_changed=result.users_changed,
+        **(
+            {
+                "montages_would_write": result.montages_would_write,
+                "montages_would_remove": result.montages_would_remove,
+                "items_would_write": result.items_would_write,
+            }
+            if summary.dry_run
+            else {}
+        ),
         stage_seconds={stage: round(spent, 3) for stage, spent in result.seconds.items()},
     )
 

@@ -103,5 +103,8 @@ def test_named_dry_run_logs_each_change_and_agrees_with_its_counts(database_url:
     assert edited_general["items"][0]["change"] == "changed" and edited_general["item_count"] == 4
     assert summary["montages_would_write"] == 2 and summary["montages_would_remove"] == 0
     assert dry.messages()[-1] == "Batch job completed", "the summary stays the last line"
+    chunk = dry.log("chunk computed (dry run)")
+    assert (chunk["montages_would_write"], chunk["montages_would_remove"]) == (2, 0)
+    assert chunk["items_would_write"] == summary["items_would_write"] == 5  # 4 for the edited user, 1 new
     real = run_once(run_cli, database_url, *users)
     assert real.log("Batch job completed")["montages_written"] == summary["montages_would_write"]

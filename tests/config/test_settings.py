@@ -541,3 +541,11 @@ def test_db_max_open_conns_of_one_is_rejected_or_honoured(monkeypatch: pytest.Mo
         assert "DB_MAX_OPEN_CONNS" in str(exc)
         return
     assert settings.connection_budget() <= 1
+
+
+def test_effective_configuration_prints_durations_as_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DEBUG=true configuration line reads like the variables it came from, not like PT1H30M."""
+    monkeypatch.setenv("BATCH_PROCESSING_TIMEOUT", "90m")
+    shown = load_settings().effective()
+    assert shown["batch_processing_timeout"] == "1h30m"
+    assert shown["cache_ttl"] == "1h"
