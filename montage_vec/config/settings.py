@@ -8,6 +8,7 @@ passes its flags as keyword overrides, which win over the environment.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,8 +25,6 @@ from montage_vec.config.shard import Shard, effective_shard
 from montage_vec.errors import ConfigError
 
 if TYPE_CHECKING:  # the engine imports Polars, which `--help` and `health` never need
-    from pydantic_core import ErrorDetails
-
     from montage_vec.engine.params import MontageParams
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -297,7 +296,8 @@ def _describe(exc: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
-def _message(error: ErrorDetails) -> str:
+def _message(error: Mapping[str, Any]) -> str:
+    """One of pydantic's error details as text (a Mapping: pydantic_core is no declared dependency)."""
     return str(error["msg"]).removeprefix("Value error, ")
 
 
