@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from montage_vec.engine import MontageParams, MontageSet, compute_montages
     from montage_vec.engine.diff import MontageDiff
     from montage_vec.engine.explain import Explanation
-    from montage_vec.errors import MontageVecError
+    from montage_vec.errors import ConfigError, InputDataError, MontageVecError
     from montage_vec.job.plan import RunOptions
     from montage_vec.job.runner import run_job
     from montage_vec.job.summary import RunSummary
@@ -36,6 +36,8 @@ _EXPORTS = {
     "MontageDiff": "montage_vec.engine.diff",
     "MontageParams": "montage_vec.engine",
     "MontageSet": "montage_vec.engine",
+    "ConfigError": "montage_vec.errors",
+    "InputDataError": "montage_vec.errors",
     "MontageVecError": "montage_vec.errors",
     "RunOptions": "montage_vec.job.plan",
     "RunSummary": "montage_vec.job.summary",
@@ -48,8 +50,10 @@ _EXPORTS = {
     "run_job": "montage_vec.job.runner",
 }
 __all__ = [
+    "ConfigError",
     "Database",
     "Explanation",
+    "InputDataError",
     "MontageDiff",
     "MontageParams",
     "MontageSet",

@@ -14,10 +14,10 @@ is `explain`, `read` is `show`. Nothing is logged unless the caller enables it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +29,7 @@ from montage_vec.engine import MontageParams, MontageSet, compute_montages
 from montage_vec.engine.conform import split_unsupported_times
 from montage_vec.engine.explain import Explanation, explain_user
 from montage_vec.engine.schema import GENERAL, INTEREST, REJECTED_SCHEMA
-from montage_vec.errors import ConfigError
+from montage_vec.errors import ConfigError, InputDataError
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import RunOptions, utc_now
 from montage_vec.job.summary import RunSummary
@@ -48,8 +48,15 @@ def connect(url: str | None = None, read_only: bool = False, create: bool = Fals
     missing DuckDB file is an error unless `create` (then `migrate()` sets it up): a typo in
     a path must not become a new, empty database.
     """
-    overrides = {"database_url": url, **settings}
-    return Database(load_settings(**overrides), read_only=read_only, create=create)
+    unknown = sorted(set(settings) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}: settings are the variables' lower-case names, "
+            "e.g. montage_max_items"
+        )
+    if url is not None and "://" not in url:
+        url = f"duckdb:///{url}"  # a plain path names an embedded file, as the default does
+    return Database(load_settings(database_url=url, **settings), read_only=read_only, create=create)
 
 
 class Database:
@@ -67,10 +74,18 @@ class Database:
         return self.settings.montage_params()
 
     def compute(
-        self, checkins: pl.DataFrame | pa.Table, as_of: datetime | None = None, params: MontageParams | None = None
+        self,
+        checkins: pl.DataFrame | pl.LazyFrame | pa.Table,
+        as_of: datetime | str | None = None,
+        params: MontageParams | Mapping[str, Any] | None = None,
     ) -> MontageSet:
-        """Montages of any check-ins (only `id`, `user_id`, `created_at` are required), at `as_of` (now)."""
-        return compute_montages(checkins, as_of or utc_now(), params or self.params())
+        """Montages of any check-ins at `as_of` (now): a Polars frame (lazy or not) or an Arrow table.
+
+        Only `id`, `user_id` and `created_at` are required, but a check-in is eligible only with a
+        `privacy` in MONTAGE_PRIVACY_INCLUDED (rule 1). `params` (MontageParams, or a dict of
+        its fields) defaults to the configured contract.
+        """
+        return compute_montages(_checkin_frame(checkins), _moment(as_of), self._params(params))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -109,7 +124,7 @@ class Database:
                 return source.extract_checkins(wanted)
             return session.source_checkins() if source is session else source.extract_checkins(source.all_users())
 
-    def explain(self, user_id: str, as_of: datetime | None = None) -> Explanation:
+    def explain(self, user_id: str, as_of: datetime | str | None = None) -> Explanation:
         """Why `user_id`'s montages are what they are at `as_of` (now), and how they differ from the stored ones."""
         user = _user_series([user_id])
         assert user is not None  # a list was given
@@ -119,7 +134,7 @@ class Database:
             montages, items = session.stored_montages(user)
         stored = MontageSet(montages=montages, items=items, rejected=pl.DataFrame(schema=REJECTED_SCHEMA))
         checkins, set_aside = split_unsupported_times(extracted)
-        explanation = explain_user(checkins, user[0], as_of or utc_now(), self.params(), stored)
+        explanation = explain_user(checkins, user[0], _moment(as_of), self.params(), stored)
         if set_aside.is_empty():
             return explanation
         # The job puts such a user on the retry list and leaves its stored montages as they are.
@@ -132,8 +147,8 @@ class Database:
         self,
         *,
         full: bool = False,
-        user_ids: Sequence[str] = (),
-        as_of: datetime | None = None,
+        user_ids: Sequence[str] | None = None,
+        as_of: datetime | str | None = None,
         dry_run: bool = False,
         allow_future: bool = False,
         control: RunControl | None = None,
@@ -152,11 +167,13 @@ class Database:
             raise ConfigError("this database was opened read_only: only a dry run (dry_run=True) can run")
         if full and user_ids:
             raise ConfigError("full and user_ids contradict each other: a run is either full or for named users")
+        if user_ids is not None and len(user_ids) == 0:
+            raise ConfigError("user_ids is empty: name at least one user, or leave it out for the whole run")
         canonical = _user_series(user_ids)
         options = RunOptions(
             full=full,
             user_ids=tuple(canonical.to_list()) if canonical is not None else (),
-            as_of=as_of,
+            as_of=_moment(as_of) if as_of is not None else None,
             dry_run=dry_run,
             allow_future=allow_future,
             job_id=job_id,
@@ -167,6 +184,14 @@ class Database:
         """Apply the pending migrations of the job's own tables; the names of those applied now."""
         with self._session() as session:
             return session.migrate()
+
+    def _params(self, params: MontageParams | Mapping[str, Any] | None) -> MontageParams:
+        if params is None or isinstance(params, MontageParams):
+            return params or self.params()
+        try:
+            return replace(self.params(), **params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"params: {exc}") from None
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -218,3 +243,28 @@ def _user_series(user_ids: Iterable[str] | None) -> pl.Series | None:
         except ValueError:
             raise ConfigError(f"not a user id (a uuid): {user_id!r}") from None
     return pl.Series("user_id", canonical, dtype=pl.String)
+
+
+def _moment(as_of: datetime | str | None) -> datetime:
+    """A reference time: now, a datetime (naive means UTC), or ISO 8601 text as `--as-of` takes it."""
+    if as_of is None:
+        return utc_now()
+    if isinstance(as_of, str):
+        try:
+            as_of = datetime.fromisoformat(as_of)
+        except ValueError:
+            raise ConfigError(f"as_of: not an ISO 8601 timestamp: {as_of!r}") from None
+    if not isinstance(as_of, datetime):
+        raise ConfigError(f"as_of: expected a datetime or ISO 8601 text, got {type(as_of).__name__}")
+    return as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+
+
+def _checkin_frame(checkins: object) -> pl.DataFrame | pa.Table:
+    if isinstance(checkins, pl.LazyFrame):
+        return checkins.collect()
+    if isinstance(checkins, pl.DataFrame | pa.Table):
+        return checkins
+    raise InputDataError(
+        f"check-ins must be a Polars DataFrame or LazyFrame or an Arrow table, got {type(checkins).__name__} "
+        "(a list of dicts becomes one with pl.DataFrame(rows))"
+    )

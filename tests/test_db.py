@@ -160,3 +160,39 @@ def test_the_package_is_typed() -> None:
     package = Path(montage_vec.__file__).parent
     assert (package / "py.typed").is_file()
     assert "connect" in montage_vec.__all__ and callable(montage_vec.connect)
+
+
+def test_arguments_are_checked_with_clear_errors(loaded: SyntheticDatabase) -> None:
+    user = loaded.user_ids()[0]
+    with pytest.raises(ConfigError, match=r"unknown setting.*montage_max_itemz"):
+        montage_vec.connect(loaded.url, montage_max_itemz=5)
+    with montage_vec.connect(loaded.url) as db:
+        with pytest.raises(ConfigError, match="user_ids is empty"):
+            db.run(user_ids=[], dry_run=True)
+        with pytest.raises(ConfigError, match="as_of: not an ISO 8601"):
+            db.explain(user, as_of="yesterday")
+        with pytest.raises(ConfigError, match=r"params:.*max_itemz"):
+            db.compute(db.checkins(user_ids=[user]), params={"max_itemz": 3})
+        with pytest.raises(montage_vec.InputDataError, match="got list"):
+            db.compute([{"id": "x"}])  # type: ignore[arg-type]
+
+
+def test_text_times_lazy_frames_and_dict_params_are_taken(loaded: SyntheticDatabase) -> None:
+    user = loaded.user_ids()[0]
+    with montage_vec.connect(loaded.url) as db:
+        checkins = db.checkins(user_ids=[user])
+        expected = db.compute(checkins, as_of=loaded.as_of, params=montage_vec.MontageParams(max_items=2))
+        lazy = db.compute(checkins.lazy(), as_of=loaded.as_of.isoformat(), params={"max_items": 2})
+        explained = db.explain(user, as_of=loaded.as_of.replace(tzinfo=None).isoformat())
+    assert lazy.montages.equals(expected.montages) and lazy.items.equals(expected.items)
+    assert explained.as_of == loaded.as_of
+
+
+def test_a_plain_path_is_a_duckdb_file_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "montage.duckdb"
+    with montage_vec.connect(str(missing)) as db, pytest.raises(montage_vec.MontageVecError, match="no DuckDB file"):
+        db.read()
+    assert not missing.parent.exists()
+    with montage_vec.connect(str(tmp_path / "new.duckdb"), create=True) as db:
+        assert db.migrate(), "a new file gets every migration"
+        assert db.read().montages.is_empty()

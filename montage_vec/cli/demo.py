@@ -49,6 +49,7 @@ def demo(users: int, seed: int, reset: bool = False) -> None:
         raise ConfigError("demo writes synthetic check-ins, so it only runs on the embedded DuckDB database")
     path = Path(target.location)
     if reset:
+        _refuse_if_in_use(target)
         _delete_database(path)
     else:
         _refuse_data(target)
@@ -104,6 +105,20 @@ def tables_with_rows(target: DatabaseTarget) -> list[str]:
 
 def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def _refuse_if_in_use(target: DatabaseTarget) -> None:
+    """RunLockedError (exit 75) when another process has the file open: a running job or a
+    notebook must not lose its database under it. Opening it read-write is DuckDB's own test."""
+    from montage_vec.stores import open_store
+
+    if not Path(target.location).is_file():
+        return
+    try:
+        with open_store(target) as store, store.session():
+            pass
+    except StoreError:  # not a DuckDB file at all: --reset replaces it
+        return
 
 
 def _delete_database(path: Path) -> None:

@@ -27,10 +27,11 @@ if TYPE_CHECKING:
 @click.option(
     "--user-id",
     required=True,
+    metavar="UUID",
     callback=setting_flag("user_id_filter", item=True),
     help="The user to explain.",
 )
-@click.option("--as-of", callback=as_of_flag, help="Reference time, ISO 8601 (default: now, UTC).")
+@click.option("--as-of", metavar="TIMESTAMP", callback=as_of_flag, help="Reference time, ISO 8601 (default: now, UTC).")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document instead of the listing; logs go to stderr."
 )
@@ -85,9 +86,17 @@ def diff_lines(diff: MontageDiff) -> list[str]:
             if montage["stored_valid_until"] != montage["valid_until"]:
                 before, after = _moment(montage["stored_valid_until"]), _moment(montage["valid_until"])
                 lines.append(f"    valid_until {before} -> {after}")
-            for change in _changes_of(changes, montage):
-                lines.append("    " + _change_line(change))
+            lines += [f"    + {checkin}" for checkin in montage["checkins_added"]]
+            lines += [f"    - {checkin}" for checkin in montage["checkins_removed"]]
+            lines += [f"    ~ {checkin} (shown differently)" for checkin in montage["checkins_edited"]]
+            lines += _position_lines(_changes_of(changes, montage))
     return lines
+
+
+def _position_lines(changes: list[dict[str, Any]]) -> list[str]:
+    """How many positions now hold another check-in (a new one at the top shifts all below it)."""
+    shifted = sum(1 for c in changes if c["change"] == "changed" and c["stored_checkin_id"] != c["checkin_id"])
+    return [f"    {shifted} position(s) now hold another check-in"] if shifted else []
 
 
 def _checkin_lines(checkins: pl.DataFrame) -> list[str]:
@@ -107,9 +116,9 @@ def _checkin_lines(checkins: pl.DataFrame) -> list[str]:
 def _tag_lines(tags: pl.DataFrame) -> list[str]:
     lines = [f"\ntags: {tags.height}"]
     for tag in tags.iter_rows(named=True):
-        counted = f"{tag['occurrences_in_window']} in the window"
+        counted = f"{tag['occurrences_in_window']} eligible in the window"
         if tag["ineligible_occurrences"]:
-            counted += f" (+{tag['ineligible_occurrences']} not eligible)"
+            counted += f" ({tag['ineligible_occurrences']} ineligible check-in(s) also carry it)"
         if tag["qualifies"]:
             verdict = f"interest until {_moment(tag['valid_until'])}"
         else:
@@ -123,18 +132,6 @@ def _changes_of(changes: pl.DataFrame, montage: dict[str, Any]) -> list[dict[str
 
     key = (pl.col("user_id") == montage["user_id"]) & (pl.col("kind") == montage["kind"])
     return changes.filter(key & (pl.col("interest") == montage["interest"])).to_dicts()
-
-
-def _change_line(change: dict[str, Any]) -> str:
-    position = f"position {change['position']}"
-    if change["change"] == "added":
-        return f"{position}: + {change['checkin_id']}"
-    if change["change"] == "removed":
-        return f"{position}: - {change['stored_checkin_id']}"
-    fields = ", ".join(change["changed_fields"])
-    if change["stored_checkin_id"] != change["checkin_id"]:
-        return f"{position}: {change['stored_checkin_id']} -> {change['checkin_id']} ({fields})"
-    return f"{position}: {change['checkin_id']} ({fields})"
 
 
 def _title(montage: dict[str, Any]) -> str:

@@ -82,7 +82,7 @@ def once(
         with Database(settings, read_only=dry_run) as db, stop_on_signals(control):
             summary = db.run(
                 full=full,
-                user_ids=settings.user_id_filter,
+                user_ids=settings.user_id_filter or None,
                 as_of=as_of,
                 dry_run=dry_run,
                 allow_future=allow_future,

@@ -25,9 +25,11 @@ STATUSES = ("added", "removed", "changed", "unchanged")
 @dataclass(frozen=True)
 class MontageDiff:
     """`montages`: one row per montage computed or stored, with its `status` (added, removed,
-    changed, unchanged) and both sides' `item_count` and `valid_until`. `items`: one row per
-    position that differs, with its `change` (added, removed, changed), both sides'
-    check-in ids and the `changed_fields`."""
+    changed, unchanged), both sides' `item_count` and `valid_until`, and the check-ins that
+    join it (`checkins_added`), leave it (`checkins_removed`) or stay with another time,
+    widget type or metadata (`checkins_edited`). `items`: one row per position
+    that differs, with its `change` (added, removed, changed), both sides' check-in ids and
+    the `changed_fields` (one new check-in at the top shifts every position below it)."""
 
     montages: pl.DataFrame
     items: pl.DataFrame
@@ -43,7 +45,37 @@ def diff_montages(computed: MontageSet, stored: MontageSet) -> MontageDiff:
     """How `stored` would change if `computed` replaced it (both for the same users)."""
     item_changes = _item_changes(computed.items, stored.items)
     montages = _montage_changes(computed.montages, stored.montages, item_changes)
-    return MontageDiff(montages=montages, items=item_changes)
+    with_members = montages.join(_member_changes(computed.items, stored.items), on=MONTAGE_KEY, how="left")
+    return MontageDiff(montages=with_members, items=item_changes)
+
+
+def _member_changes(computed: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """Per montage, by check-in whatever its position: those only one side holds, and those both
+    hold but show differently (`checkins_edited`); each list sorted."""
+    no_ids = pl.lit([], pl.List(pl.String))
+    shown = [name for name in ITEM_FIELDS if name != "checkin_id"]
+    both = _comparable(computed).join(
+        _comparable(stored), on=[*MONTAGE_KEY, "checkin_id"], how="full", coalesce=True, suffix="_stored"
+    )
+    membership = (
+        pl.when(pl.col("position_stored").is_null())
+        .then(pl.lit("added"))
+        .when(pl.col("position").is_null())
+        .then(pl.lit("removed"))
+        .when(pl.any_horizontal([pl.col(name).ne_missing(pl.col(f"{name}_stored")) for name in shown]))
+        .then(pl.lit("edited"))
+    )
+    return (
+        both.with_columns(membership=membership)
+        .group_by(MONTAGE_KEY)
+        .agg(
+            **{
+                f"checkins_{kind}": pl.col("checkin_id").filter(pl.col("membership") == kind).sort()
+                for kind in ("added", "removed", "edited")
+            }
+        )
+        .with_columns(pl.col("checkins_added", "checkins_removed", "checkins_edited").fill_null(no_ids))
+    )
 
 
 def _montage_changes(computed: pl.DataFrame, stored: pl.DataFrame, item_changes: pl.DataFrame) -> pl.DataFrame:

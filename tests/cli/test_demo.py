@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from tests.support.cli import CliResult, RunCli, parse_logs
 from tests.support.data import AS_OF, checkin, days, load_checkins, new_id
 from tests.support.database import query
+from tests.support.processes import job_env, run_job
 
 USERS = 30
 
@@ -105,3 +108,16 @@ def test_a_file_that_is_no_database_is_refused_naming_reset(tmp_path: Path, run_
     assert result.exit_code == 2, result.everything()
     assert str(path) in result.stderr and "--reset" in result.stderr, result.stderr
     assert path.read_bytes() == b"not a database"
+
+
+def test_reset_refuses_a_file_another_process_has_open(tmp_path: Path, run_cli: RunCli) -> None:
+    """A scheduler, a run or a notebook holding the file must not lose it under them: exit 75."""
+    path = tmp_path / "montage.duckdb"
+    url = f"duckdb:///{path}"
+    assert demo(run_cli, url).exit_code == 0
+    before = path.read_bytes()
+    with duckdb.connect(str(path), read_only=True):  # another process's hold, as DuckDB sees it
+        refused = run_job("demo", "--users", str(USERS), "--reset", env=job_env(DATABASE_URL=url))
+    assert refused.exit_code == 75, refused.everything()
+    assert "in use by another process" in refused.stderr
+    assert path.read_bytes() == before

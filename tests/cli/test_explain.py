@@ -72,7 +72,7 @@ def test_explain_listing_names_reasons_and_needs(duckdb_url: str, run_cli: RunCl
     assert "not eligible: privacy 'private' is not one of friends, public" in result.stdout
     assert "not eligible: deleted" in result.stdout
     assert "' Hiking ' duplicate of 'hiking'" in result.stdout
-    assert "hiking: 1 in the window (+1 not eligible); needs 2 more" in result.stdout
+    assert "hiking: 1 eligible in the window (1 ineligible check-in(s) also carry it); needs 2 more" in result.stdout
     assert "compared with the stored montages: 1 added, 0 removed, 0 changed, 0 unchanged" in result.stdout
 
 
@@ -108,3 +108,19 @@ def test_named_dry_run_logs_each_change_and_agrees_with_its_counts(database_url:
     assert chunk["items_would_write"] == summary["items_would_write"] == 5  # 4 for the edited user, 1 new
     real = run_once(run_cli, database_url, *users)
     assert real.log("Batch job completed")["montages_written"] == summary["montages_would_write"]
+
+
+def test_listing_names_the_checkins_that_join_or_leave_instead_of_every_shifted_position(
+    duckdb_url: str, run_cli: RunCli
+) -> None:
+    user = new_id()
+    rows = [checkin(user, AS_OF - days(n), text_content=f"day {n}") for n in range(1, 6)]
+    load_checkins(duckdb_url, rows)
+    run_once(run_cli, duckdb_url)
+    newest = checkin(user, AS_OF - days(0.5), text_content="new")
+    load_checkins(duckdb_url, [newest, {**rows[2], "text_content": "edited", "updated_at": AS_OF}])
+    result = run_cli("explain", "--user-id", user, "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": duckdb_url})
+    assert result.exit_code == 0, result.everything()
+    assert f"    + {newest['id']}" in result.stdout
+    assert f"    ~ {rows[2]['id']} (shown differently)" in result.stdout
+    assert "    5 position(s) now hold another check-in" in result.stdout

@@ -10,6 +10,10 @@ exits 75 then): the commands that succeed beside it opened the file read-only.""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,6 +116,7 @@ def read_only_commands(path: Path, user: str, cwd: Path) -> dict[str, CliResult]
     return {
         "show": run_job("show", "--user-id", user, env=env, cwd=cwd),
         "show --json": run_job("show", "--user-id", user, "--json", env=env, cwd=cwd),
+        "explain": run_job("explain", "--user-id", user, "--as-of", AS_OF.isoformat(), env=env, cwd=cwd),
         "health": run_job("health", env=env, cwd=cwd),
         "once --dry-run": run_job("once", "--dry-run", "--as-of", AS_OF.isoformat(), env=env, cwd=cwd),
     }
@@ -123,6 +128,7 @@ def assert_all_succeeded(results: dict[str, CliResult], user: str) -> None:
     assert f"user {user}: 2 montage(s)" in results["show"].stdout
     assert f'"user_id": "{user}"' in results["show --json"].stdout
     assert "Health check passed" in results["health"].stdout
+    assert "2 unchanged" in results["explain"].stdout
     assert results["once --dry-run"].log("Batch job completed")["dry_run"] is True
 
 
@@ -149,3 +155,32 @@ def test_read_only_commands_open_the_file_read_only(read_only_database: tuple[Pa
 
     assert_all_succeeded(results, user)
     assert writer.exit_code == EXIT_LOCKED, writer.everything()  # a read-write open is refused beside a reader
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to become nobody")
+def test_as_a_user_who_may_not_write_the_file(read_only_database: tuple[Path, str]) -> None:
+    """File permissions for real (root ignores them): as nobody, reads work and a run says why it cannot."""
+    path, user = read_only_database
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:  # where nobody may read, unlike tmp_path
+        Path(shared).chmod(0o755)
+        copy = Path(shared) / "montage.duckdb"
+        shutil.copyfile(path, copy)
+        copy.chmod(0o444)
+        env = job_env(DATABASE_URL=f"duckdb:///{copy}")
+        script = str(Path(sys.executable).parent / "montage-vec")
+
+        def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*NOBODY, script, *args], env=env, cwd=shared, capture_output=True, text=True, timeout=60, check=False
+            )
+
+        explained = as_nobody("explain", "--user-id", user, "--as-of", AS_OF.isoformat())
+        dry = as_nobody("once", "--dry-run", "--as-of", AS_OF.isoformat())
+        refused = as_nobody("once", "--as-of", AS_OF.isoformat())
+    assert explained.returncode == 0, explained.stderr
+    assert dry.returncode == 0, dry.stderr
+    assert refused.returncode == 77, refused.stdout + refused.stderr
+    assert "permission denied" in refused.stderr and "--dry-run" in refused.stderr, refused.stderr

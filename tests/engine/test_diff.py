@@ -41,6 +41,8 @@ def test_a_new_item_at_the_top_shifts_every_position() -> None:
     changes = {row["position"]: (row["change"], row["changed_fields"]) for row in diff.items.iter_rows(named=True)}
     assert changes[0] == ("changed", ["checkin_id", "checkin_created_at"])
     assert changes[3] == ("added", [])
+    general = diff.montages.row(0, named=True)
+    assert (general["checkins_added"], general["checkins_removed"]) == ([cid(1)], [])
 
 
 def test_only_valid_until_moving_is_a_change() -> None:

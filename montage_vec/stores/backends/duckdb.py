@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from montage_vec.config.secrets import redact
-from montage_vec.errors import RunLockedError, SchemaNotMigratedError, StoreError
+from montage_vec.errors import PermissionStoreError, RunLockedError, SchemaNotMigratedError, StoreError
 from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import Fault, FaultKind, first_line
@@ -98,6 +98,11 @@ class DuckDBBackend:
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise RunLockedError(f"the DuckDB file {path} is in use by another process") from None
+            if "permission denied" in str(exc).lower():
+                raise PermissionStoreError(
+                    f"cannot open the DuckDB file {path} for writing: permission denied "
+                    "(show, explain, health and once --dry-run open it read-only)"
+                ) from None
             raise StoreError(f"cannot open DuckDB file {path}: {redact(str(exc))}") from None
 
 
