@@ -145,6 +145,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a uuid: {value!r}") from None
         return canonical
 
+    @field_validator("log_level", "environment", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        """LOG_LEVEL=ERROR means error: these name a choice, whatever its case."""
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("montage_shard")
     @classmethod
     def _valid_shard(cls, value: str) -> str:

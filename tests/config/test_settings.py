@@ -549,3 +549,13 @@ def test_effective_configuration_prints_durations_as_configured(monkeypatch: pyt
     shown = load_settings().effective()
     assert shown["batch_processing_timeout"] == "1h30m"
     assert shown["cache_ttl"] == "1h"
+
+
+@pytest.mark.parametrize(
+    ("variable", "given", "held"), [("LOG_LEVEL", "ERROR", "error"), ("ENVIRONMENT", " Development", "development")]
+)
+def test_choices_are_taken_whatever_their_case(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, held: str
+) -> None:
+    monkeypatch.setenv(variable, given)
+    assert getattr(load_settings(), variable.lower()) == held
