@@ -44,16 +44,18 @@ def assert_says_migrate(result: CliResult, path: Path) -> None:
 # -- a missing file is never created --------------------------------------------------------------------------
 
 
-def test_once_show_health_in_an_empty_folder_create_nothing(tmp_path: Path, run_cli: RunCli) -> None:
+def test_no_command_but_migrate_and_demo_creates_a_file_in_an_empty_folder(tmp_path: Path, run_cli: RunCli) -> None:
     """The default database is ./montage.duckdb (the tests run in tmp_path)."""
     default = tmp_path / "montage.duckdb"
 
     once = run_cli("once")
     dry_run = run_cli("once", "--dry-run")
     shown = run_cli("show", "--user-id", new_id())
+    explained = run_cli("explain", "--user-id", new_id())
+    scheduler = run_cli("scheduler")  # refuses at start-up instead of failing every scheduled run
     health = run_cli("health")
 
-    for result in (once, dry_run, shown):
+    for result in (once, dry_run, shown, explained, scheduler):
         assert result.exit_code == EXIT_NOT_MIGRATED, result.everything()
         assert_says_migrate(result, default)
     assert once.log("Batch job failed")["error_type"] == "SchemaNotMigratedError"

@@ -87,11 +87,7 @@ class DuckDBBackend:
         path = self._path
         if path != ":memory:" and not Path(path).is_file():
             if not self._create:
-                # The job's tables are missing, as in a file that was never migrated (exit 3).
-                raise SchemaNotMigratedError(
-                    f"no DuckDB file at {Path(path).absolute()}: create it with `montage-vec migrate` "
-                    "(or fill it with synthetic data with `montage-vec demo`)"
-                )
+                require_file(path)
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             return duckdb.connect(path, read_only=self._read_only, config=self._config)
@@ -104,6 +100,16 @@ class DuckDBBackend:
                     "(show, explain, health and once --dry-run open it read-only)"
                 ) from None
             raise StoreError(f"cannot open DuckDB file {path}: {redact(str(exc))}") from None
+
+
+def require_file(path: str) -> None:
+    """SchemaNotMigratedError (exit 3) unless the file exists: its job tables are missing, as in
+    a file that was never migrated, and no command but `migrate` and `demo` creates one."""
+    if path != ":memory:" and not Path(path).is_file():
+        raise SchemaNotMigratedError(
+            f"no DuckDB file at {Path(path).absolute()}: create it with `montage-vec migrate` "
+            "(or fill it with synthetic data with `montage-vec demo`)"
+        )
 
 
 class DuckDBConnection:
