@@ -52,7 +52,10 @@ def load_cli_settings(*, log_stream: TextIO | None = None, **overrides: Any) -> 
 def log_configuration(settings: Settings) -> None:
     """With DEBUG=true, every setting (secrets masked); a run logs it with its job id bound."""
     if settings.debug:
-        logger.debug("effective configuration", configuration=settings.effective())
+        # The database in use, as resolved from DATABASE_URL / DB_HOST / the default (password masked).
+        logger.debug(
+            "effective configuration", configuration=settings.effective(), database=settings.database().display
+        )
 
 
 def run_exit_code(summary: RunSummary) -> int:

@@ -186,3 +186,17 @@ def test_as_a_user_who_may_not_write_the_file(read_only_database: tuple[Path, st
     assert dry.returncode == 0, dry.stderr
     assert refused.returncode == 77, refused.stdout + refused.stderr
     assert "permission denied" in refused.stderr and "--dry-run" in refused.stderr, refused.stderr
+
+
+def test_a_folder_or_a_file_that_is_no_database_is_named_as_such(tmp_path: Path, run_cli: RunCli) -> None:
+    folder = run_cli("once", env={"DATABASE_URL": f"duckdb:///{tmp_path}"})
+    migrate_folder = run_cli("migrate", env={"DATABASE_URL": f"duckdb:///{tmp_path}"})
+    for result in (folder, migrate_folder):
+        assert result.exit_code == 2, result.everything()
+        assert "is a folder" in result.stderr, result.everything()
+    garbage = tmp_path / "notes.duckdb"
+    garbage.write_text("not a database")
+    shown = run_cli("show", "--user-id", new_id(), env={"DATABASE_URL": f"duckdb:///{garbage}"})
+    assert shown.exit_code == 3, shown.everything()
+    assert "is not a DuckDB database file" in shown.stderr
+    assert garbage.read_text() == "not a database"

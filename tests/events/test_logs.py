@@ -219,6 +219,7 @@ def assert_effective_configuration(result: Any) -> None:
     assert configuration["montage_batch_size"] == 123
     assert configuration["debug"] is True
     assert configuration["database_url"] == "***"
+    assert line["database"].endswith("montage.duckdb"), "names the database in use, as resolved"
 
 
 def test_debug_with_debug_level_logs_the_effective_configuration(duckdb_url: str, run_cli) -> None:

@@ -18,7 +18,14 @@ import duckdb
 import polars as pl
 
 from montage_vec.config.secrets import redact
-from montage_vec.errors import PermissionStoreError, RunLockedError, SchemaNotMigratedError, StoreError
+from montage_vec.errors import (
+    ConfigError,
+    PermissionStoreError,
+    RunLockedError,
+    SchemaNotMigratedError,
+    SchemaStoreError,
+    StoreError,
+)
 from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.faults import Fault, FaultKind, first_line
@@ -86,7 +93,7 @@ class DuckDBBackend:
     def _open(self) -> duckdb.DuckDBPyConnection:
         path = self._path
         if path != ":memory:" and not Path(path).is_file():
-            if not self._create:
+            if not self._create or Path(path).is_dir():
                 require_file(path)
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -94,6 +101,8 @@ class DuckDBBackend:
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise RunLockedError(f"the DuckDB file {path} is in use by another process") from None
+            if "not a valid duckdb database file" in str(exc).lower():
+                raise SchemaStoreError(f"{path} is not a DuckDB database file") from None
             if "permission denied" in str(exc).lower():
                 raise PermissionStoreError(
                     f"cannot open the DuckDB file {path} for writing: permission denied "
@@ -105,6 +114,10 @@ class DuckDBBackend:
 def require_file(path: str) -> None:
     """SchemaNotMigratedError (exit 3) unless the file exists: its job tables are missing, as in
     a file that was never migrated, and no command but `migrate` and `demo` creates one."""
+    if Path(path).is_dir():
+        raise ConfigError(
+            f"{Path(path).absolute()} is a folder: name a DuckDB file in it, e.g. duckdb:///{path}/montage.duckdb"
+        )
     if path != ":memory:" and not Path(path).is_file():
         raise SchemaNotMigratedError(
             f"no DuckDB file at {Path(path).absolute()}: create it with `montage-vec migrate` "
