@@ -15,13 +15,14 @@ from montage_vec.config.durations import format_duration, parse_duration
 from montage_vec.config.secrets import redact, register_secret
 
 if TYPE_CHECKING:
-    from montage_vec.config.settings import Settings, check_flag, load_settings, requested_batch_mode
+    from montage_vec.config.loading import check_flag, load_settings, requested_batch_mode
+    from montage_vec.config.settings import Settings
 
 _LAZY = {
     "Settings": "montage_vec.config.settings",
-    "check_flag": "montage_vec.config.settings",
-    "load_settings": "montage_vec.config.settings",
-    "requested_batch_mode": "montage_vec.config.settings",
+    "check_flag": "montage_vec.config.loading",
+    "load_settings": "montage_vec.config.loading",
+    "requested_batch_mode": "montage_vec.config.loading",
 }
 
 __all__ = [

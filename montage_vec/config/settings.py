@@ -8,21 +8,18 @@ passes its flags as keyword overrides, which win over the environment.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BeforeValidator, ByteSize, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from montage_vec.config.database import DEFAULT_READ_MAX_LAG, DatabaseTarget, resolve_database
 from montage_vec.config.durations import format_duration, parse_duration
 from montage_vec.config.relation import DEFAULT_SOURCE, RelationName, parse_schema
-from montage_vec.config.secrets import redact, register_secret
 from montage_vec.config.shard import Shard, effective_shard
-from montage_vec.errors import ConfigError
 
 if TYPE_CHECKING:  # the engine imports Polars, which `--help` and `health` never need
     from montage_vec.engine.params import MontageParams
@@ -261,61 +258,3 @@ class Settings(BaseSettings):
     def chunk_workers(self) -> int:
         """Chunks in flight: bounded by concurrency and by the connections left after the lock's."""
         return max(1, min(self.max_concurrent_generations, self.connection_budget() - 1))
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment plus CLI overrides; ConfigError naming the variable if invalid."""
-    explicit = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        settings = Settings(**explicit)
-        settings.database()  # resolves the URL now so that a bad scheme fails before any work
-    except ValidationError as exc:
-        raise ConfigError(redact(_describe(exc))) from None
-    for secret in (settings.db_password, settings.checkin_service_api_key, settings.user_service_api_key):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-    # DATABASE_URL's password, in every form, was registered while database() resolved it.
-    return settings
-
-
-def check_flag(name: str, value: Any) -> Any:
-    """One setting given as a command-line flag, validated on its own, as the settings would hold it.
-
-    The environment and every other setting are left out, so that a bad flag is reported as the
-    flag's own problem (the CLI names the flag, not the variable); ValueError says what is wrong.
-    """
-    unvalidated = Settings.model_construct()  # the defaults, without reading the environment
-    try:
-        checked = Settings.__pydantic_validator__.validate_assignment(unvalidated, name, value)
-    except ValidationError as exc:
-        raise ValueError("; ".join(_message(error) for error in exc.errors())) from None
-    return getattr(checked, name)
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        if not error["loc"]:
-            problems.append(_message(error))
-            continue
-        problems.append(f"{str(error['loc'][0]).upper()}: {_message(error)}")
-    return "invalid configuration: " + "; ".join(problems)
-
-
-def _message(error: Mapping[str, Any]) -> str:
-    """One of pydantic's error details as text (a Mapping: pydantic_core is no declared dependency)."""
-    return str(error["msg"]).removeprefix("Value error, ")
-
-
-class _ModeOnly(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
-
-    batch_mode: Literal["once", "scheduler", "health"] = "once"
-
-
-def requested_batch_mode() -> str:
-    """BATCH_MODE alone, so that `health` can be chosen even when other settings are broken."""
-    try:
-        return _ModeOnly().batch_mode
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
