@@ -185,6 +185,16 @@ class Database:
         with self._session() as session:
             return session.migrate()
 
+    def install_capture_triggers(self) -> str:
+        """Install the change-capture triggers on the check-in source table (PostgreSQL); what was done."""
+        with self._session() as session:
+            return session.install_capture_triggers()
+
+    def create_source_indexes(self) -> list[str]:
+        """Create the recommended indexes on the check-in source table, CONCURRENTLY; what was done."""
+        with self._session() as session:
+            return session.create_source_indexes()
+
     def _params(self, params: MontageParams | Mapping[str, Any] | None) -> MontageParams:
         if params is None or isinstance(params, MontageParams):
             return params or self.params()

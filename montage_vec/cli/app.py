@@ -58,16 +58,16 @@ def migrate(source_indexes: bool = False, capture_triggers: bool = False) -> Non
     Creates the DuckDB file (and its folder) when it does not exist: the one command besides
     `demo` that does. The check-in source is never touched unless a flag asks for it.
     """
-    from montage_vec.stores import open_store
+    from montage_vec.db import Database
 
     settings = settings_from()
-    with open_store(settings.database(), create=True) as store, store.session() as session:
-        applied = session.migrate()
+    with Database(settings, create=True) as db:
+        applied = db.migrate()
         logger.info("schema migrated", database=settings.database().display, applied=applied)
         if capture_triggers:
-            logger.info(session.install_capture_triggers(), source=settings.montage_source)
+            logger.info(db.install_capture_triggers(), source=settings.montage_source)
         if source_indexes:
-            for done in session.create_source_indexes():
+            for done in db.create_source_indexes():
                 logger.info(done, source=settings.montage_source)
 
 
