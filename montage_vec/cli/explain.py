@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from montage_vec.cli.common import settings_from
-from montage_vec.cli.options import as_of_flag, setting_flag
+from montage_vec.cli.options import as_of_flag, one_user_option
 
 if TYPE_CHECKING:
     import polars as pl
@@ -24,13 +24,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option(
-    "--user-id",
-    required=True,
-    metavar="UUID",
-    callback=setting_flag("user_id_filter", item=True),
-    help="The user to explain.",
-)
+@one_user_option("The user to explain.")
 @click.option("--as-of", metavar="TIMESTAMP", callback=as_of_flag, help="Reference time, ISO 8601 (default: now, UTC).")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document instead of the listing; logs go to stderr."

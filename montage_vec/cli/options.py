@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 FlagCallback = Callable[[click.Context, click.Parameter, Any], Any]
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 def setting_flag(field: str, *, item: bool = False) -> FlagCallback:
@@ -55,3 +56,10 @@ def parse_as_of(text: str) -> datetime:
     """An ISO 8601 timestamp in UTC; one without an offset is taken to be UTC. ValueError otherwise."""
     moment = datetime.fromisoformat(text)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def one_user_option(help_text: str) -> Callable[[FC], FC]:
+    """`--user-id UUID`, required, checked and canonicalised like USER_ID_FILTER's ids (`show`, `explain`)."""
+    return click.option(
+        "--user-id", required=True, metavar="UUID", callback=setting_flag("user_id_filter", item=True), help=help_text
+    )

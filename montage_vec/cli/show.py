@@ -8,17 +8,11 @@ import sys
 import click
 
 from montage_vec.cli.common import settings_from
-from montage_vec.cli.options import setting_flag
+from montage_vec.cli.options import one_user_option
 
 
 @click.command()
-@click.option(
-    "--user-id",
-    required=True,
-    metavar="UUID",
-    callback=setting_flag("user_id_filter", item=True),
-    help="The user whose montages to show.",
-)
+@one_user_option("The user whose montages to show.")
 @click.option(
     "--json",
     "as_json",
