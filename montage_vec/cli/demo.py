@@ -20,9 +20,6 @@ from montage_vec.errors import ConfigError, StoreError
 if TYPE_CHECKING:
     from montage_vec.config import DatabaseTarget
 
-# The one table of a migrated database that holds rows before any data does.
-MIGRATION_HISTORY = "montage_schema_migrations"
-
 
 @click.command()
 @click.option("--users", default=2000, show_default=True, type=click.IntRange(1, 2_000_000))
@@ -74,8 +71,11 @@ def _refuse_data(target: DatabaseTarget) -> None:
     location = target.location
     if location == ":memory:" or not Path(location).is_file():
         return
+    from montage_vec.stores import open_store
+
     try:
-        filled = tables_with_rows(target)
+        with open_store(target, read_only=True) as store, store.session() as session:
+            filled = session.tables_with_rows()
     except StoreError as exc:  # not a DuckDB file, or one this DuckDB cannot read
         raise ConfigError(f"demo cannot read {location} ({exc}): pass --reset to replace it") from None
     if filled:
@@ -83,28 +83,6 @@ def _refuse_data(target: DatabaseTarget) -> None:
             f"demo starts from an empty database, but {location} holds data ({', '.join(filled)}): "
             "pass --reset to delete it and start over, or point DATABASE_URL at another file"
         )
-
-
-def tables_with_rows(target: DatabaseTarget) -> list[str]:
-    """The tables of the DuckDB file that hold at least one row, besides the migration history."""
-    from montage_vec.stores import open_store
-
-    with open_store(target, read_only=True) as store, store.session() as session, session.unit():
-        tables = session.run(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE' AND table_name <> $1 ORDER BY table_schema, table_name",
-            [MIGRATION_HISTORY],
-        )
-        filled = []
-        for schema, name in tables:
-            relation = f"{_quoted(schema)}.{_quoted(name)}"
-            if session.run(f"SELECT EXISTS (SELECT 1 FROM {relation})")[0][0]:  # noqa: S608 - quoted names
-                filled.append(name if schema == "main" else f"{schema}.{name}")
-    return filled
-
-
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _refuse_if_in_use(target: DatabaseTarget) -> None:

@@ -101,3 +101,11 @@ INSTALL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', '5s', true)"
 # Changes made before the triggers existed are in no change table: every shard's next run
 # is a full run.
 FORGET_WATERMARKS = "DELETE FROM {montage_job_watermarks}"
+
+# `demo` starts only from an empty database: every base table but the migration history ($1),
+# then whether each ({relation}) holds a row.
+BASE_TABLES = """
+SELECT table_schema, table_name FROM information_schema.tables
+WHERE table_type = 'BASE TABLE' AND table_name <> $1 ORDER BY table_schema, table_name
+"""
+HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM {relation})"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from montage_vec.errors import PermissionStoreError, SchemaStoreError
 from montage_vec.stores import catalog_sql, migrations
 from montage_vec.stores.faults import GRANTS
+from montage_vec.stores.render import Identifier
 from montage_vec.stores.source import (
     EXPECTED_COLUMNS,
     SourceRelation,
@@ -170,3 +171,13 @@ def source_warnings(session: SqlSession, source: SourceRelation) -> list[str]:
                 "GRANT pg_read_all_stats to it, or install the capture triggers"
             )
     return warnings
+
+
+def tables_with_rows(session: SqlSession) -> list[str]:
+    """The database's tables holding at least one row, besides the migration history (`demo`)."""
+    filled = []
+    with session.unit():
+        for schema, name in session.run(catalog_sql.BASE_TABLES, [migrations.MIGRATIONS_TABLE]):
+            if session.run(catalog_sql.HAS_ROWS, relation=Identifier(name, schema))[0][0]:
+                filled.append(name if schema == "main" else f"{schema}.{name}")
+    return filled

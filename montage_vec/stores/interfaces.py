@@ -121,6 +121,9 @@ class AdminStore(Protocol):
     def schema_warnings(self) -> list[str]:
         """What `health` reports without failing (missing recommended indexes, ...)."""
 
+    def tables_with_rows(self) -> list[str]:
+        """The tables holding any row, besides the migration history (`demo` starts only from none)."""
+
     def load_checkins(self, checkins: pl.DataFrame) -> int:
         """Insert or update check-ins (all `checkins` columns). For demo, tests and benchmarks:
         the job itself never writes check-ins."""

@@ -103,6 +103,10 @@ class SqlSession(RunBookkeeping):
         """Create the recommended indexes on a table source, CONCURRENTLY; what was done."""
         return setup.create_source_indexes(self)
 
+    def tables_with_rows(self) -> list[str]:
+        """The tables holding any row, besides the migration history: `demo` needs an empty database."""
+        return checks.tables_with_rows(self)
+
     def schema_warnings(self) -> list[str]:
         """Problems that do not stop a run (checked after `ensure_migrated` passed)."""
         found = source.resolve_source(self)
