@@ -204,7 +204,7 @@ class _Run:
             checkin_budget=chunk_checkin_budget(self.settings.montage_memory_budget, self.settings.chunk_workers()),
         )
         first_error: BaseException | None = None
-        total_chunks = -(-len(users) // self.settings.montage_batch_size)
+        self.summary.chunks_total = -(-len(users) // self.settings.montage_batch_size)
         started = time.perf_counter()
         with (
             ThreadSessions(self.store) as sessions,
@@ -220,7 +220,7 @@ class _Run:
                     continue
                 self.summary.add_chunk(result)
                 if self.chunk_lines:
-                    log_chunk(self.log, number, total_chunks, self.summary, result, time.perf_counter() - started)
+                    log_chunk(self.log, number, self.summary, result, time.perf_counter() - started)
                 self.observers.chunk_finished(self.summary, result)
                 fraction = self.settings.montage_max_failed_fraction
                 if first_error is None and (tripped := too_many_failed(self.summary, fraction)) is not None:
@@ -230,7 +230,7 @@ class _Run:
                     self.control.request_stop("failed")
         if first_error is not None:
             raise first_error
-        if self.summary.chunks < total_chunks:
+        if self.summary.chunks < self.summary.chunks_total:
             raise self._stopped(len(users))
 
     def _completed_chunks(

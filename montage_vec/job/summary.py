@@ -40,6 +40,7 @@ class RunSummary:
     candidates: int = 0
     reconciled: bool = False  # the run ran the reconciliation query
     chunks: int = 0
+    chunks_total: int = 0  # the chunks the candidates make, once the run has found them
     totals: ChunkResult = field(default_factory=ChunkResult)
     watermark_from: datetime | None = None
     watermark_to: datetime | None = None
@@ -126,9 +127,7 @@ def too_many_failed(summary: RunSummary, max_fraction: float) -> TooManyFailedUs
     )
 
 
-def log_chunk(
-    log: Logger, number: int, chunks_total: int, summary: RunSummary, result: ChunkResult, elapsed: float
-) -> None:
+def log_chunk(log: Logger, number: int, summary: RunSummary, result: ChunkResult, elapsed: float) -> None:
     """A chunk's line: which chunk, how far the run is, its counts and where its time went.
 
     `number` is the chunk's place in the candidate order (chunks finish out of order);
@@ -139,7 +138,7 @@ def log_chunk(
         "chunk computed (dry run)" if summary.dry_run else "chunk committed",
         chunk=number,
         chunks_done=summary.chunks,
-        chunks_total=chunks_total,
+        chunks_total=summary.chunks_total,
         users_per_second=users_per_second,
         eta_seconds=eta_seconds,
         users=result.users,

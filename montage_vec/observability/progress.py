@@ -24,9 +24,8 @@ class ProgressBar:
     the first chunk finishes the bar counts without a total.
     """
 
-    def __init__(self, stream: TextIO, batch_size: int) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._batch_size = batch_size
         self._bar: tqdm[NoReturn] | None = None  # a bar without an iterable yields nothing
 
     def run_started(self, summary: RunSummary) -> None:
@@ -44,8 +43,8 @@ class ProgressBar:
             return
         if bar.total is None:
             bar.total = summary.candidates
-        chunks_total = -(-summary.candidates // self._batch_size)
-        bar.set_postfix_str(f"chunks {summary.chunks}/{chunks_total}, errors {len(summary.totals.failures)}", False)
+        errors = len(summary.totals.failures)
+        bar.set_postfix_str(f"chunks {summary.chunks}/{summary.chunks_total}, errors {errors}", False)
         bar.update(result.users)
 
     def run_finished(self, summary: RunSummary) -> None:

@@ -88,7 +88,7 @@ def _run(
         if progress:
             from montage_vec.observability.progress import ProgressBar  # the bar's library loads only for terminals
 
-            observers.append(ProgressBar(sys.stderr, settings.montage_batch_size))
+            observers.append(ProgressBar(sys.stderr))
         with control.deadline(settings.batch_processing_timeout):
             return run_job(
                 active_store, settings, options, control, observers, wired.checkin_source, chunk_lines=not progress

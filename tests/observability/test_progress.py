@@ -32,9 +32,11 @@ def frames(terminal: io.StringIO) -> list[str]:
     return [frame.strip() for frame in re.split(r"[\r\n]", terminal.getvalue()) if frame.strip()]
 
 
-def started_summary(candidates: int) -> RunSummary:
+def started_summary(candidates: int, batch_size: int = 5) -> RunSummary:
+    """A summary as the runner leaves it once it found its candidates and chunked them."""
     summary = new_summary(load_settings(), RunOptions(full=True))
     summary.candidates = candidates
+    summary.chunks_total = -(-candidates // batch_size)
     return summary
 
 
@@ -47,8 +49,8 @@ def finish_chunk(bar: ProgressBar, summary: RunSummary, users: int, failed: int 
 
 def test_bar_counts_users_against_the_candidates_with_chunks_and_errors() -> None:
     terminal = io.StringIO()
-    bar = ProgressBar(terminal, batch_size=4)
-    summary = started_summary(candidates=10)
+    bar = ProgressBar(terminal)
+    summary = started_summary(candidates=10, batch_size=4)
     bar.run_started(summary)
     finish_chunk(bar, summary, 4)
     finish_chunk(bar, summary, 4, failed=1)
@@ -64,8 +66,8 @@ def test_bar_counts_users_against_the_candidates_with_chunks_and_errors() -> Non
 
 def test_bar_of_a_run_that_did_not_complete_says_how_it_ended() -> None:
     terminal = io.StringIO()
-    bar = ProgressBar(terminal, batch_size=5)
-    summary = started_summary(candidates=10)
+    bar = ProgressBar(terminal)
+    summary = started_summary(candidates=10, batch_size=5)
     summary.dry_run = True
     bar.run_started(summary)
     finish_chunk(bar, summary, 5)
@@ -78,7 +80,7 @@ def test_bar_of_a_run_that_did_not_complete_says_how_it_ended() -> None:
 
 def test_bar_of_a_run_that_never_started_draws_nothing() -> None:
     terminal = io.StringIO()
-    ProgressBar(terminal, batch_size=5).run_finished(finish_summary(started_summary(0), RuntimeError("no store")))
+    ProgressBar(terminal).run_finished(finish_summary(started_summary(0), RuntimeError("no store")))
     assert terminal.getvalue() == ""
 
 
