@@ -74,6 +74,11 @@ def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
     )
 
 
+def _with_engine_tags(extracted: pl.DataFrame) -> pl.DataFrame:
+    """Extracted check-ins with `tags` as the engine's List(String), whatever list type the driver returned."""
+    return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
+
+
 class _Discarded(Exception):
     """Ends a diff's unit in a rollback, so that not even its TEMP tables outlive it."""
 
@@ -165,7 +170,7 @@ class SqlSession(RunBookkeeping):
             else:
                 sql = self.sql(statements.EXTRACT_CHECKINS_OF_ARRAY, user_ids=UuidArray.of(user_ids))
             extracted = self._connection.fetch_frame(sql, replica=True)
-        return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
+        return _with_engine_tags(extracted)
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         """Write a chunk in one transaction, again when a concurrent writer of its users won a key.
@@ -263,7 +268,7 @@ class SqlSession(RunBookkeeping):
         """Every check-in of the source, in the engine's columns (see `extract_checkins`)."""
         with self.unit():
             extracted = self._connection.fetch_frame(self.sql(statements.EXTRACT_ALL_CHECKINS), replica=True)
-        return extracted.with_columns(pl.col("tags").cast(CHECKIN_SCHEMA["tags"]))
+        return _with_engine_tags(extracted)
 
 
 class Store:
