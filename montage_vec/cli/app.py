@@ -82,11 +82,9 @@ def scheduler() -> None:
     if not settings.enable_batch_processing:
         logger.info("batch processing is disabled (ENABLE_BATCH_PROCESSING=false); nothing to do")
         return
-    target = settings.database()
-    if target.kind == "duckdb":
-        from montage_vec.stores.backends.duckdb import require_file
+    from montage_vec.stores import require_database
 
-        require_file(target.location)  # a daemon on a missing file would fail every run; exit 3 now
+    require_database(settings.database())  # a daemon on a missing file would fail every run; exit 3 now
     daemon = RunControl()
     with stop_on_signals(daemon):
         run_scheduler(settings, daemon)

@@ -42,6 +42,14 @@ def open_store(target: DatabaseTarget, read_only: bool = False, *, create: bool 
     return Store(backend_pg, tables)
 
 
+def require_database(target: DatabaseTarget) -> None:
+    """SchemaNotMigratedError now when an embedded file is missing (a server is asked only by a run)."""
+    if target.kind == "duckdb":
+        from montage_vec.stores.backends.duckdb import require_file
+
+        require_file(target.location)
+
+
 __all__ = [
     "AdminStore",
     "CheckinSource",
@@ -53,4 +61,5 @@ __all__ = [
     "Tables",
     "WriteOutcome",
     "open_store",
+    "require_database",
 ]
