@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from montage_vec.config import Settings, load_settings
+from montage_vec.config.moments import as_utc, parse_moment
 from montage_vec.engine import MontageParams, MontageSet, compute_montages
 from montage_vec.engine.conform import split_unsupported_times
 from montage_vec.engine.explain import Explanation, explain_user
@@ -261,12 +262,12 @@ def _moment(as_of: datetime | str | None) -> datetime:
         return utc_now()
     if isinstance(as_of, str):
         try:
-            as_of = datetime.fromisoformat(as_of)
+            return parse_moment(as_of)
         except ValueError:
             raise ConfigError(f"as_of: not an ISO 8601 timestamp: {as_of!r}") from None
     if not isinstance(as_of, datetime):
         raise ConfigError(f"as_of: expected a datetime or ISO 8601 text, got {type(as_of).__name__}")
-    return as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+    return as_utc(as_of)
 
 
 def _checkin_frame(checkins: object) -> pl.DataFrame | pa.Table:

@@ -9,10 +9,12 @@ as the variable's problem when settings load.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+
+from montage_vec.config.moments import parse_moment
 
 FlagCallback = Callable[[click.Context, click.Parameter, Any], Any]
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -47,15 +49,9 @@ def as_of_flag(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if value is None:
         return None
     try:
-        return parse_as_of(value)
+        return parse_moment(value)
     except ValueError:
         raise click.BadParameter(f"not an ISO 8601 timestamp: {value!r}", ctx=ctx, param=param) from None
-
-
-def parse_as_of(text: str) -> datetime:
-    """An ISO 8601 timestamp in UTC; one without an offset is taken to be UTC. ValueError otherwise."""
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def one_user_option(help_text: str) -> Callable[[FC], FC]:

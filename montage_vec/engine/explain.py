@@ -10,11 +10,12 @@ it does not, how many more check-ins it needs. The montages themselves come from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
 
+from montage_vec.config.moments import as_utc
 from montage_vec.engine.conform import conform_checkins
 from montage_vec.engine.diff import MontageDiff, diff_montages
 from montage_vec.engine.duplicates import keep_one_row_per_id
@@ -57,7 +58,7 @@ def explain_user(
 ) -> Explanation:
     """Explain `user_id`'s montages at `as_of` from `checkins` (which may hold other users too)."""
     params = params or MontageParams()
-    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+    as_of = as_utc(as_of)
     window_start = as_of - params.lookback
     conformed = conform_checkins(checkins).with_row_index("row")
     winners = keep_one_row_per_id(conformed)["row"]

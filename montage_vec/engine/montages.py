@@ -7,11 +7,12 @@ it implements are numbered as in the montage contract (README, "Semantics").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
 
+from montage_vec.config.moments import as_utc
 from montage_vec.engine.conform import conform_checkins, split_rejected
 from montage_vec.engine.duplicates import keep_one_row_per_id
 from montage_vec.engine.ids import montage_ids
@@ -57,7 +58,7 @@ def compute_montages(
     """All montages (rules 1-6 and 8) of every user present in `checkins`, at `as_of`."""
     params = params or MontageParams()
     # All times are UTC: a naive as_of means UTC, as naive check-in columns do.
-    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)
+    as_of = as_utc(as_of)
     # Rule 8 first: a copy that loses is no part of the input, not even to reject its user.
     usable, rejected = split_rejected(keep_one_row_per_id(conform_checkins(checkins)))
     # Rule 1 compares privacy after strip().lower() (params hold the configured side so), and
