@@ -94,7 +94,7 @@ class Database:
         """The stored montages and items (all users by default; the user filter runs in the database).
 
         Besides the engine's columns, montages carry `generated_at`, `cache_expires_at` and
-        `job_id`; `rejected` lists the users on the retry list with their last error.
+        `job_id`; `rejected` is empty (it names users a computation could not process).
         """
         wanted = _user_series(user_ids)
         with self._session() as session:
