@@ -43,20 +43,20 @@ class MontageDiff:
 
 def diff_montages(computed: MontageSet, stored: MontageSet) -> MontageDiff:
     """How `stored` would change if `computed` replaced it (both for the same users)."""
-    item_changes = _item_changes(computed.items, stored.items)
+    # Metadata made comparable once per side, for both the by-position and the by-check-in view.
+    new_items, old_items = _comparable(computed.items), _comparable(stored.items)
+    item_changes = _item_changes(new_items, old_items)
     montages = _montage_changes(computed.montages, stored.montages, item_changes)
-    with_members = montages.join(_member_changes(computed.items, stored.items), on=MONTAGE_KEY, how="left")
+    with_members = montages.join(_member_changes(new_items, old_items), on=MONTAGE_KEY, how="left")
     return MontageDiff(montages=with_members, items=item_changes)
 
 
 def _member_changes(computed: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
-    """Per montage, by check-in whatever its position: those only one side holds, and those both
-    hold but show differently (`checkins_edited`); each list sorted."""
+    """Per montage (items made `_comparable`), by check-in whatever its position: those only one
+    side holds, and those both hold but show differently (`checkins_edited`); each list sorted."""
     no_ids = pl.lit([], pl.List(pl.String))
     shown = [name for name in ITEM_FIELDS if name != "checkin_id"]
-    both = _comparable(computed).join(
-        _comparable(stored), on=[*MONTAGE_KEY, "checkin_id"], how="full", coalesce=True, suffix="_stored"
-    )
+    both = computed.join(stored, on=[*MONTAGE_KEY, "checkin_id"], how="full", coalesce=True, suffix="_stored")
     membership = (
         pl.when(pl.col("position_stored").is_null())
         .then(pl.lit("added"))
@@ -120,8 +120,9 @@ def _montage_changes(computed: pl.DataFrame, stored: pl.DataFrame, item_changes:
 
 
 def _item_changes(computed: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """Position by position, of items made `_comparable`: what each position now holds differently."""
     key = [*MONTAGE_KEY, "position"]
-    both = _comparable(computed).join(_comparable(stored), on=key, how="full", coalesce=True, suffix="_stored")
+    both = computed.join(stored, on=key, how="full", coalesce=True, suffix="_stored")
     differs = [pl.col(name).ne_missing(pl.col(f"{name}_stored")) for name in ITEM_FIELDS]
     changed_fields = pl.concat_list(
         [
