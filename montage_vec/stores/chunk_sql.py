@@ -210,12 +210,13 @@ PREPARE_CHUNK_WRITE = (
     LOCK_CHUNK_USERS,
 )
 # Planner help on PostgreSQL: temporary tables are never auto-analyzed, and sorts/hashes of
-# a few hundred thousand rows should stay in memory.
+# a few hundred thousand rows should stay in memory. The joins need the tables' row counts
+# and their keys' distinct values; statistics of the items' JSON text would cost 4x as much.
 PREPARE_STAGED_CHUNK = (
     "SET LOCAL work_mem = '64MB'",
     'ANALYZE "stage_users"',
     'ANALYZE "stage_montages"',
-    'ANALYZE "stage_items"',
+    'ANALYZE "stage_items" ("montage_nr", "position")',
 )
 # Before the statements that pick montage_items rows by these tables.
 ANALYZE_CHUNK_TABLES = ('ANALYZE "chunk_montages"', 'ANALYZE "chunk_stale"')
