@@ -103,11 +103,12 @@ class BenchDatabase(ABC):
         statements = own_checkins + [s for m in package_migrations(self.backend) for s in m.statements()]
         if not prefix:
             return statements
-        # The montage tables' columns, keys and indexes; not the job's capture triggers on them.
+        # The montage tables' columns, keys, indexes and reference triggers (their functions are
+        # named after the tables, so they are renamed too); not the job's capture triggers.
         wanted = [
             s
             for s in statements
-            if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s and "TRIGGER" not in s.upper()
+            if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s and "capture" not in s
         ]
         return [_MONTAGE_IDENTIFIER.sub(lambda m: f'"{prefix}{m.group(1)}', s) for s in wanted]
 
