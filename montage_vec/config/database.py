@@ -63,6 +63,7 @@ class DatabaseTarget:
     read_location: str | None = field(default=None, repr=False)
     read_max_lag: timedelta = DEFAULT_READ_MAX_LAG
     duckdb_memory_limit: str | None = None
+    duckdb_temp_directory: str | None = None  # None: DuckDB's own default, `<file>.tmp`
     schema: str | None = None
     source: RelationName = field(default_factory=lambda: RelationName(DEFAULT_SOURCE))
     session_options: str | None = field(default=None, repr=False)
@@ -102,7 +103,16 @@ def _resolve_location(settings: Settings) -> DatabaseTarget:
         return _from_url(settings.database_url.get_secret_value(), settings)
     if settings.db_host:
         return DatabaseTarget("postgresql", _postgres_uri(settings, settings.db_host), _read_replica_uri(settings))
-    return DatabaseTarget("duckdb", str(DEFAULT_DUCKDB_PATH), duckdb_memory_limit=settings.duckdb_memory_limit)
+    return _duckdb_target(str(DEFAULT_DUCKDB_PATH), settings)
+
+
+def _duckdb_target(path: str, settings: Settings) -> DatabaseTarget:
+    return DatabaseTarget(
+        "duckdb",
+        path,
+        duckdb_memory_limit=settings.duckdb_memory_limit,
+        duckdb_temp_directory=settings.duckdb_temp_directory,
+    )
 
 
 def _from_url(url: str, settings: Settings) -> DatabaseTarget:
@@ -114,7 +124,7 @@ def _from_url(url: str, settings: Settings) -> DatabaseTarget:
         path = url[len("duckdb:///") :] if url.lower().startswith("duckdb:///") else ""
         if not path:
             raise ConfigError("DATABASE_URL: a duckdb URL needs a file, e.g. duckdb:///montage.duckdb")
-        return DatabaseTarget("duckdb", path, duckdb_memory_limit=settings.duckdb_memory_limit)
+        return _duckdb_target(path, settings)
     if scheme in POSTGRES_SCHEMES:
         url = normalise_postgres_url(url)
         return DatabaseTarget("postgresql", url, _read_replica_uri(settings, primary_url=url))

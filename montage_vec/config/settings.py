@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     db_max_open_conns: int | None = Field(default=None, ge=2)
     # The embedded database's buffer pool lives in the job's own process.
     duckdb_memory_limit: str = Field(default="256MB", pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$")
+    # Where DuckDB spills what does not fit its memory limit; unset: `<database file>.tmp`.
+    duckdb_temp_directory: str | None = None
 
     # Adopting an application's database (README, "Adopting an application's database").
     montage_source: str = DEFAULT_SOURCE
@@ -147,6 +149,12 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         """LOG_LEVEL=ERROR means error: these name a choice, whatever its case."""
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("duckdb_temp_directory")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        """DUCKDB_TEMP_DIRECTORY= (empty, as an env file writes it) means the default folder."""
+        return value if value is None or value.strip() else None
 
     @field_validator("montage_shard")
     @classmethod

@@ -28,7 +28,11 @@ def open_store(target: DatabaseTarget, read_only: bool = False, *, create: bool 
         from montage_vec.stores.backends.duckdb import DuckDBBackend
 
         backend = DuckDBBackend(
-            target.location, read_only=read_only, memory_limit=target.duckdb_memory_limit, create=create
+            target.location,
+            read_only=read_only,
+            memory_limit=target.duckdb_memory_limit,
+            create=create,
+            temp_directory=target.duckdb_temp_directory,
         )
         return Store(backend, tables)
     from montage_vec.stores.backends.postgres import PostgresBackend

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "db_read_max_lag": timedelta(seconds=30),
     "db_max_open_conns": None,
     "duckdb_memory_limit": "256MB",
+    "duckdb_temp_directory": None,
     "montage_source": "checkins",
     "montage_schema": None,
     "montage_change_capture": "auto",

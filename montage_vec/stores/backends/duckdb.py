@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from loguru import logger
 
 from montage_vec.config.secrets import redact
 from montage_vec.errors import (
@@ -28,7 +29,8 @@ from montage_vec.errors import (
 )
 from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.backends.base import Dialect
-from montage_vec.stores.faults import Fault, FaultKind, first_line
+from montage_vec.stores.backends.duckdb_faults import Room, classify, is_invalidated
+from montage_vec.stores.faults import Fault
 from montage_vec.stores.render import Keyword
 
 DUCKDB = Dialect(
@@ -41,18 +43,6 @@ DUCKDB = Dialect(
     current_lease=statements.CURRENT_LEASE,
 )
 
-_KINDS: tuple[tuple[type[duckdb.Error], FaultKind], ...] = (
-    (duckdb.PermissionException, FaultKind.PERMISSION),
-    (duckdb.ConstraintException, FaultKind.DATA),
-    (duckdb.ConversionException, FaultKind.DATA),
-    (duckdb.OutOfRangeException, FaultKind.DATA),
-    (duckdb.InvalidInputException, FaultKind.DATA),
-    (duckdb.TransactionException, FaultKind.TRANSIENT),
-    (duckdb.IOException, FaultKind.TRANSIENT),
-    (duckdb.CatalogException, FaultKind.SCHEMA),
-    (duckdb.BinderException, FaultKind.SCHEMA),
-)
-
 
 class DuckDBBackend:
     """The file is opened with the first connection, so that opening errors (another process
@@ -60,12 +50,23 @@ class DuckDBBackend:
 
     A missing file is created (with its folder) only when `create` is true and `read_only` is
     not; otherwise opening it fails as SchemaNotMigratedError, naming the path.
+
+    DuckDB spills what does not fit `memory_limit` to `temp_directory`, by default
+    `<file>.tmp` (DuckDB's own default for a file, set here so that the advice on running out
+    of room can name it). After an error that invalidated the database (see duckdb_faults),
+    the next `connect` opens the file again, so that the run can still record how it ended.
     """
 
     dialect = DUCKDB
 
     def __init__(
-        self, path: str, read_only: bool = False, memory_limit: str | None = None, *, create: bool = True
+        self,
+        path: str,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+        *,
+        create: bool = True,
+        temp_directory: str | None = None,
     ) -> None:
         self._path = path
         self._read_only = read_only
@@ -73,22 +74,40 @@ class DuckDBBackend:
         self._config: dict[str, str | bool | int | float | list[str]] = {}
         if memory_limit:
             self._config["memory_limit"] = memory_limit
+        if temp_directory is None and path != ":memory:":
+            temp_directory = f"{path}.tmp"
+        if temp_directory is not None:
+            self._config["temp_directory"] = temp_directory
+        self.room = Room(memory_limit, temp_directory)
         self._database: duckdb.DuckDBPyConnection | None = None
+        self._invalidated = threading.Event()  # set by a connection that saw DuckDB give up on the database
         self._open_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
     def connect(self) -> DuckDBConnection:
         with self._open_lock:
+            if self._database is not None and self._invalidated.is_set():
+                self._reopen()
             if self._database is None:
                 self._database = self._open()
             cursor = self._database.cursor()
-        return DuckDBConnection(cursor, self._write_lock)
+        return DuckDBConnection(cursor, self._write_lock, self.room, self._invalidated)
 
     def close(self) -> None:
         with self._open_lock:
             if self._database is not None:
                 self._database.close()
                 self._database = None
+
+    def _reopen(self) -> None:
+        """Drop the invalidated database: DuckDB opens a fresh one for the same file once the
+        old one is closed (its other cursors fail anyway, as they already did)."""
+        logger.warning("DuckDB invalidated the database after an error; opening the file again", file=self._path)
+        database, self._database = self._database, None
+        self._invalidated.clear()
+        if database is not None:
+            with suppress(duckdb.Error):
+                database.close()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         path = self._path
@@ -128,9 +147,17 @@ def require_file(path: str) -> None:
 class DuckDBConnection:
     dialect = DUCKDB
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, write_lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        write_lock: threading.Lock,
+        room: Room,
+        invalidated: threading.Event,
+    ) -> None:
         self._cursor = cursor
         self._write_lock = write_lock
+        self._room = room
+        self._invalidated = invalidated
         self._staged: list[str] = []
         self._cursor.execute("SET TimeZone = 'UTC'")
 
@@ -167,11 +194,9 @@ class DuckDBConnection:
     def fault(self, exc: BaseException) -> Fault | None:
         if not isinstance(exc, duckdb.Error):
             return None
-        message = first_line(exc)
-        if "read-only mode" in message:
-            return Fault(FaultKind.PERMISSION, message)
-        kind = next((kind for error, kind in _KINDS if isinstance(exc, error)), FaultKind.OTHER)
-        return Fault(kind, message)
+        if is_invalidated(exc):
+            self._invalidated.set()
+        return classify(exc, self._room)
 
     def try_lock(self, name: str) -> bool:
         return True  # opening the file read-write already excluded every other process
