@@ -1,5 +1,6 @@
 """Synthetic check-in data for the demo and the benchmarks."""
 
+from montage_vec.datagen.batches import iter_checkin_batches
 from montage_vec.datagen.synthetic import (
     CHECKIN_ARROW_SCHEMA,
     DEFAULT_AS_OF,
@@ -7,7 +8,7 @@ from montage_vec.datagen.synthetic import (
     TAGS,
     SyntheticSpec,
     generate_checkins,
-    iter_checkin_batches,
+    generate_users,
     user_id_for,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "TAGS",
     "SyntheticSpec",
     "generate_checkins",
+    "generate_users",
     "iter_checkin_batches",
     "user_id_for",
 ]

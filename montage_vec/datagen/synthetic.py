@@ -8,7 +8,6 @@ are therefore the same however the user range is split into batches, which lets 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -257,8 +256,8 @@ def _content(ukey: U64, rkey: U64, local: I64, ids: pa.Array, uids: pa.Array) ->
     return [privacy, text, media_url, media_type, thumb, location]
 
 
-def _generate_block(spec: SyntheticSpec, offset: int, count: int) -> pa.Table:
-    users = np.arange(offset, offset + count, dtype=np.uint64)
+def _generate_block(spec: SyntheticSpec, users: U64) -> pa.Table:
+    count = len(users)
     seed = _mix(np.array([spec.seed & _MASK64], np.uint64))
     ukey = _mix(users, int(_mix(seed, 1)[0]))
     counts = _user_counts(spec, ukey)
@@ -282,16 +281,14 @@ def generate_checkins(spec: SyntheticSpec, user_offset: int = 0, user_count: int
     count = spec.users - user_offset if user_count is None else user_count
     if user_offset < 0 or count < 0 or user_offset + count > spec.users:
         raise ValueError(f"user range [{user_offset}, {user_offset + count}) outside [0, {spec.users})")
-    blocks = [
-        _generate_block(spec, start, min(_CHUNK_USERS, user_offset + count - start))
-        for start in range(user_offset, user_offset + count, _CHUNK_USERS)
-    ]
+    return generate_users(spec, np.arange(user_offset, user_offset + count, dtype=np.uint64))
+
+
+def generate_users(spec: SyntheticSpec, users: NDArray[np.integer[Any]]) -> pa.Table:
+    """Check-ins of the users with these indexes (each in [0, spec.users)), in this order of users."""
+    indexes: U64 = np.asarray(users, dtype=np.uint64)
+    if indexes.size and int(indexes.max()) >= spec.users:
+        raise ValueError(f"user index {int(indexes.max())} outside [0, {spec.users})")
+    starts = range(0, len(indexes), _CHUNK_USERS)
+    blocks = [_generate_block(spec, indexes[start : start + _CHUNK_USERS]) for start in starts]
     return pa.concat_tables(blocks) if blocks else CHECKIN_ARROW_SCHEMA.empty_table()
-
-
-def iter_checkin_batches(spec: SyntheticSpec, users_per_batch: int = 50_000) -> Iterator[pa.Table]:
-    """The rows of generate_checkins(spec), users_per_batch users at a time, in bounded memory."""
-    if users_per_batch <= 0:
-        raise ValueError("users_per_batch must be > 0")
-    for start in range(0, spec.users, users_per_batch):
-        yield generate_checkins(spec, start, min(users_per_batch, spec.users - start))
