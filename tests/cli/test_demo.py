@@ -34,6 +34,7 @@ def test_listing_on_stdout_logs_on_stderr(tmp_path: Path, run_cli: RunCli) -> No
     messages = [entry["message"] for entry in parse_logs(result.stderr)]
     assert "synthetic check-ins loaded" in messages and messages[-1] == "Batch job completed", messages
     assert users_in(url) == USERS
+    assert [entry.name for entry in (tmp_path / "fresh").iterdir()] == ["demo.duckdb"], "no build folder left"
 
 
 def test_refuses_a_database_with_data_and_changes_nothing(tmp_path: Path, run_cli: RunCli) -> None:
@@ -121,3 +122,36 @@ def test_reset_refuses_a_file_another_process_has_open(tmp_path: Path, run_cli: 
     assert refused.exit_code == 75, refused.everything()
     assert "in use by another process" in refused.stderr
     assert path.read_bytes() == before
+
+
+def test_a_demo_that_fails_leaves_no_database_that_looks_healthy(tmp_path: Path, run_cli: RunCli) -> None:
+    """Out of memory half-way (the check-ins loaded, the run failing): exit 1 naming the fix, and
+    neither the file nor demo's build folder is left, so `health` fails instead of passing."""
+    path = tmp_path / "montage.duckdb"
+    url = f"duckdb:///{path}"
+
+    result = run_cli("demo", "--users", "2000", env={"DATABASE_URL": url, "DUCKDB_MEMORY_LIMIT": "16MB"})
+
+    assert result.exit_code == 1, result.everything()
+    assert "DUCKDB_MEMORY_LIMIT" in result.stderr and "Traceback" not in result.everything(), result.everything()
+    assert "synthetic check-ins loaded" in [entry["message"] for entry in parse_logs(result.stderr)]
+    assert list(tmp_path.iterdir()) == []
+    health = run_cli("health", env={"DATABASE_URL": url, "DUCKDB_MEMORY_LIMIT": "256MB"})
+    assert health.exit_code == 1, health.everything()
+
+
+def test_what_grows_with_the_data_has_no_index(tmp_path: Path, run_cli: RunCli) -> None:
+    """DuckDB holds an index whole in memory while it writes the table (sql/duckdb/007): demo's
+    check-ins and the items have none, so DUCKDB_MEMORY_LIMIT bounds a run at any size."""
+    url = f"duckdb:///{tmp_path}/montage.duckdb"
+    assert demo(run_cli, url).exit_code == 0
+
+    indexed = query(
+        url,
+        "SELECT table_name FROM duckdb_indexes() UNION ALL "
+        "SELECT table_name FROM duckdb_constraints() WHERE constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+    )["table_name"].to_list()
+    assert "checkins" not in indexed and "montage_items" not in indexed, indexed
+    assert "montages" in indexed, "montages keep the keys that the writes rely on"
+    user_ids = query(url, 'SELECT "user_id"::VARCHAR AS "user_id" FROM "checkins"')["user_id"].to_list()
+    assert user_ids == sorted(user_ids), "stored in user order, as runs take users"
