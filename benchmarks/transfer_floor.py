@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from benchmarks.database import BenchDatabase
-from montage_vec.stores.statements import EXTRACT_CHECKINS_OF_ARRAY
+from montage_vec.stores.statements import EXTRACT_ALL_CHECKINS
 
-# The job's extraction, minus its chunk filter, from the default schema's check-ins.
-READ_ALL = EXTRACT_CHECKINS_OF_ARRAY[: EXTRACT_CHECKINS_OF_ARRAY.index("WHERE")].replace("{checkins}", '"checkins"')
+# The job's extraction, without a chunk's users, from the default schema's check-ins.
+READ_ALL = EXTRACT_ALL_CHECKINS.replace("{checkins}", '"checkins"')
 STAGED_MONTAGES = """
 SELECT "user_id"::VARCHAR AS "user_id", "kind", "interest", "item_count", "valid_until", "generated_at",
        "cache_expires_at", "job_id"

@@ -980,6 +980,15 @@ def test_session_time_zone_stays_utc_whatever_pgoptions_say(postgres_url: str, m
 
 
 @pytest.mark.postgres
+def test_sessions_run_without_jit_unless_the_operator_turns_it_on(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert session_query(postgres_url, "SELECT current_setting('jit')") == [("off",)]
+    monkeypatch.setenv("PGOPTIONS", "-c jit=on")
+    assert session_query(postgres_url, "SELECT current_setting('jit')") == [("on",)]
+
+
+@pytest.mark.postgres
 def test_read_replica_sessions_get_the_same_options(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGOPTIONS", "-c search_path=app,public -c TimeZone=America/New_York")
     monkeypatch.setenv("DB_READ_HOST", pg_host())
@@ -1016,25 +1025,28 @@ def query_of(uri: str) -> dict[str, str]:
 BASE = "postgresql://app:s%40cret@db.internal:6432/appdb"
 
 
-def test_session_uri_adds_utc_and_an_application_name() -> None:
+def test_session_uri_adds_jit_off_utc_and_an_application_name() -> None:
     uri = session_uri(BASE)
-    assert query_of(uri) == {"options": "-c TimeZone=UTC", "application_name": "montage-vec"}
+    assert query_of(uri) == {"options": "-c jit=off -c TimeZone=UTC", "application_name": "montage-vec"}
     assert uri.startswith(BASE + "?")
 
 
-def test_session_uri_merges_operator_options_before_utc() -> None:
-    uri = session_uri(BASE, "-c search_path=app,public -c TimeZone=America/New_York")
-    assert query_of(uri)["options"] == "-c search_path=app,public -c TimeZone=America/New_York -c TimeZone=UTC"
+def test_session_uri_merges_operator_options_after_jit_off_and_before_utc() -> None:
+    uri = session_uri(BASE, "-c search_path=app,public -c TimeZone=America/New_York -c jit=on")
+    assert (
+        query_of(uri)["options"]
+        == "-c jit=off -c search_path=app,public -c TimeZone=America/New_York -c jit=on -c TimeZone=UTC"
+    )
 
 
 def test_session_uri_options_in_the_url_win_over_the_operator_options() -> None:
     uri = session_uri(BASE + "?options=" + quote("-c search_path=montage"), "-c search_path=app")
-    assert query_of(uri)["options"] == "-c search_path=montage -c TimeZone=UTC"
+    assert query_of(uri)["options"] == "-c jit=off -c search_path=montage -c TimeZone=UTC"
 
 
 @pytest.mark.parametrize("blank", [None, "", "   "])
 def test_session_uri_without_operator_options(blank: str | None) -> None:
-    assert query_of(session_uri(BASE, blank))["options"] == "-c TimeZone=UTC"
+    assert query_of(session_uri(BASE, blank))["options"] == "-c jit=off -c TimeZone=UTC"
 
 
 def test_session_uri_keeps_other_parameters_and_a_given_application_name() -> None:
@@ -1043,7 +1055,7 @@ def test_session_uri_keeps_other_parameters_and_a_given_application_name() -> No
         "sslmode": "require",
         "connect_timeout": "10",
         "application_name": "nightly",
-        "options": "-c work_mem=64MB -c TimeZone=UTC",
+        "options": "-c jit=off -c work_mem=64MB -c TimeZone=UTC",
     }
     parts = urlsplit(uri)
     assert (parts.scheme, parts.netloc, parts.path) == ("postgresql", "app:s%40cret@db.internal:6432", "/appdb")
@@ -1055,4 +1067,4 @@ def test_session_uri_encodes_spaces_as_percent_20_and_keeps_plus_signs() -> None
     raw = urlsplit(uri).query
     assert "+" not in raw
     assert "%20" in raw
-    assert query_of(uri)["options"] == "-c search_path=a+b -c TimeZone=UTC"
+    assert query_of(uri)["options"] == "-c jit=off -c search_path=a+b -c TimeZone=UTC"

@@ -1,5 +1,7 @@
 """The query plans of the PostgreSQL store's bulk paths, on ~200k synthetic check-ins: an
-incremental run's candidate query and a chunk's extraction use their indexes."""
+incremental run's candidate query and a chunk's extraction use their indexes, the extraction
+even when the statistics badly underestimate the number of users (as ANALYZE's sample does
+on big tables)."""
 
 from __future__ import annotations
 
@@ -62,3 +64,17 @@ def test_bulk_paths_use_their_indexes(postgres_url: str) -> None:
     assert "Seq Scan on checkins" not in candidates_plan, candidates_plan
     assert "checkins_user_created_idx" in extraction_plan, extraction_plan
     assert "Seq Scan on checkins" not in extraction_plan, extraction_plan
+
+
+def test_extraction_probes_the_index_even_when_statistics_see_few_users(postgres_url: str) -> None:
+    frame = synthetic(10_200)
+    load_frame(postgres_url, frame)
+    # 50 distinct users for ~200k rows: 4,000 rows per user, the way a sample of a huge table
+    # underestimates them. A 2,500-user chunk then looks like the whole table.
+    execute(postgres_url, 'ALTER TABLE checkins ALTER COLUMN "user_id" SET (n_distinct = 50)', "ANALYZE checkins")
+    users = frame["user_id"].unique().sort().head(2_500)
+
+    plan = explain(postgres_url, extraction_sql(users))
+
+    assert "checkins_user_created_idx" in plan, plan
+    assert "Seq Scan on checkins" not in plan, plan

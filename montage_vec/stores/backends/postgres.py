@@ -45,6 +45,10 @@ POSTGRES = Dialect(
 # Appended to the operator's own options (URL `options`, else PGOPTIONS): a later `-c`
 # wins, so the job's timestamps are always UTC whatever else the operator sets.
 UTC_OPTION = "-c TimeZone=UTC"
+# Put before them, so the operator can turn it back on: JIT compiles a query for seconds when
+# the planner expects a big one (2.7 s for one chunk's extraction at 1M users, run in 0.4 s),
+# and the job runs many short queries.
+JIT_OPTION = "-c jit=off"
 APPLICATION_NAME = "montage-vec"
 
 # SQLSTATEs by meaning. Transient: connection exceptions, admin shutdown / crash, cancelled
@@ -83,7 +87,7 @@ def lock_key(name: str) -> int:
 
 
 def session_uri(uri: str, operator_options: str | None = None) -> str:
-    """The URI with the operator's options plus UTC session time, and an application name.
+    """The URI with the operator's options between JIT off and UTC session time, and an application name.
 
     libpq reads PGOPTIONS only when the URI has no `options`, and the job always sets them,
     so PGOPTIONS comes in as `operator_options`; options in the URI itself win over it.
@@ -91,7 +95,7 @@ def session_uri(uri: str, operator_options: str | None = None) -> str:
     parts = urlsplit(uri)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     given = query.get("options") or operator_options or ""
-    query["options"] = f"{given} {UTC_OPTION}".strip()
+    query["options"] = " ".join(part for part in (JIT_OPTION, given.strip(), UTC_OPTION) if part)
     query.setdefault("application_name", APPLICATION_NAME)
     # libpq decodes %20 but not "+" as a space.
     return parts._replace(query=urlencode(query, quote_via=quote)).geturl()
