@@ -7,7 +7,7 @@ SQL, stages frames and reads its own errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
@@ -171,6 +171,13 @@ class SqlSession(RunBookkeeping):
                 sql = self.sql(statements.EXTRACT_CHECKINS_OF_ARRAY, user_ids=UuidArray.of(user_ids))
             extracted = self._connection.fetch_frame(sql, replica=True)
         return _with_engine_tags(extracted)
+
+    def stream_checkins(self, batch_rows: int) -> Generator[pl.DataFrame, None, None]:
+        """`source_checkins` as frames of about `batch_rows` rows (the first maybe empty), from one
+        sequential read in one transaction: one snapshot for the whole read, no lock a writer waits for."""
+        sql = self.sql(statements.EXTRACT_ALL_CHECKINS)
+        with self.unit():
+            yield from map(_with_engine_tags, self._connection.stream_frames(sql, batch_rows, replica=True))
 
     def write_chunk(self, chunk: ChunkWrite) -> WriteOutcome:
         """Write a chunk in one transaction, again when a concurrent writer of its users won a key.

@@ -7,7 +7,7 @@ work, and what its driver errors mean.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +52,10 @@ class Connection(Protocol):
 
     def fetch_frame(self, sql: str, *, replica: bool = False) -> pl.DataFrame:
         """A query's result as a frame, streamed in bulk; `replica` allows a read replica."""
+
+    def stream_frames(self, sql: str, batch_rows: int, *, replica: bool = False) -> Iterator[pl.DataFrame]:
+        """A query's result as frames of about `batch_rows` rows, read as the server sends them (at
+        least one frame, maybe empty, so the columns are known); `replica` as in `fetch_frame`."""
 
     def stage(self, name: str, frame: pl.DataFrame) -> None:
         """Make `frame` readable as the relation `name` until the transaction ends."""

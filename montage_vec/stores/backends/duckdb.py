@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 from loguru import logger
 
 from montage_vec.config.secrets import redact
@@ -169,6 +170,12 @@ class DuckDBConnection:
         frame: pl.DataFrame = self._cursor.sql(sql).pl()
         return frame
 
+    def stream_frames(self, sql: str, batch_rows: int, *, replica: bool = False) -> Iterator[pl.DataFrame]:
+        """DuckDB's streaming result, batch by batch, in the cursor's open transaction."""
+        reader = self._cursor.sql(sql).to_arrow_reader(batch_rows)
+        yield _frame(reader.schema.empty_table())  # the columns, even for a table without rows
+        yield from map(_frame, reader)
+
     def stage(self, name: str, frame: pl.DataFrame) -> None:
         self._cursor.register(name, frame)
         self._staged.append(name)
@@ -214,3 +221,9 @@ class DuckDBConnection:
         for name in self._staged:
             self._cursor.unregister(name)
         self._staged.clear()
+
+
+def _frame(arrow: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+    frame = pl.from_arrow(arrow)
+    assert isinstance(frame, pl.DataFrame)
+    return frame

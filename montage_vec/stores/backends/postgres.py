@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import adbc_driver_postgresql.dbapi as dbapi
 import polars as pl
+from adbc_driver_postgresql import StatementOptions
 
 from montage_vec.config.database import DEFAULT_READ_MAX_LAG
 from montage_vec.stores import chunk_sql, statements
@@ -204,10 +205,8 @@ class PostgresConnection:
     ) -> None:
         self._connection = connect(uri, session_options)
         self._uri = uri
-        self._read_uri = read_uri
         self._session_options = session_options
-        self._read_max_lag = read_max_lag
-        self._reader: Any | None = None
+        self._replica = replica.reader_for(read_uri, read_max_lag, lambda uri: connect(uri, session_options))
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection.cursor() as cursor:
@@ -215,11 +214,21 @@ class PostgresConnection:
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
     def fetch_frame(self, sql: str, *, replica: bool = False) -> pl.DataFrame:
-        if replica and self._read_uri is not None:
-            return self._fetch_from_replica(sql)
-        with self._connection.cursor() as cursor:
+        with self._reading(replica) as connection, connection.cursor() as cursor:
             cursor.execute(sql)
             return _frame(cursor.fetch_arrow_table())
+
+    def stream_frames(self, sql: str, batch_rows: int, *, replica: bool = False) -> Iterator[pl.DataFrame]:
+        """The driver's COPY stream, batch by batch: one statement, so one snapshot for the whole
+        read, and only the ACCESS SHARE lock any SELECT takes (no writer waits for it)."""
+        with self._reading(replica) as connection:
+            yield from _stream(connection, sql, batch_rows)
+
+    def _reading(self, replica: bool) -> AbstractContextManager[Any]:
+        """DB_READ_HOST once it has caught up, for reads that allow a replica; else this connection."""
+        if replica and self._replica is not None:
+            return self._replica.reading(self._connection)
+        return nullcontext(self._connection)
 
     def stage(self, name: str, frame: pl.DataFrame) -> None:
         with self._connection.cursor() as cursor:
@@ -265,27 +274,23 @@ class PostgresConnection:
         self.execute(ADVISORY_TRANSACTION_LOCK, [lock_key(name)])
 
     def close(self) -> None:
-        for connection in (self._reader, self._connection):
-            if connection is not None:
-                connection.close()
+        if self._replica is not None:
+            self._replica.close()
+        self._connection.close()
 
-    def _fetch_from_replica(self, sql: str) -> pl.DataFrame:
-        # On the primary, in the extraction's unit: after planning, so past every commit it saw.
-        position, primary = replica.primary_position(self._connection)
-        read_uri = self._read_uri or ""
-        if self._reader is None:
-            self._reader = connect(read_uri, self._session_options)
-        try:
-            replica.await_replay(self._reader, position, primary, self._read_max_lag, replica.replica_host(read_uri))
-            with self._reader.cursor() as cursor:
-                cursor.execute(sql)
-                table = cursor.fetch_arrow_table()
-            self._reader.commit()
-        except BaseException:
-            self._reader.close()
-            self._reader = None
-            raise
-        return _frame(table)
+
+# The driver sizes its batches in bytes; a check-in row takes about 260 bytes as Arrow (100,000
+# users' 2 M rows measured 520 MB), so this asks for batches of about `batch_rows` rows.
+ROW_BYTES = 260
+
+
+def _stream(connection: Any, sql: str, batch_rows: int) -> Iterator[pl.DataFrame]:
+    with connection.cursor() as cursor:
+        cursor.adbc_statement.set_options(**{StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(batch_rows * ROW_BYTES)})
+        cursor.execute(sql)
+        reader = cursor.fetch_record_batch()
+        yield _frame(reader.schema.empty_table())  # the columns, even for a table without rows
+        yield from map(_frame, reader)
 
 
 def _frame(table: Any) -> pl.DataFrame:

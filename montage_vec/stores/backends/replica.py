@@ -28,6 +28,8 @@ configuration error (exit 2) before the chunk reads from it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -106,3 +108,42 @@ def replica_host(uri: str) -> str:
     parts = urlsplit(uri)
     host = parts.netloc.rpartition("@")[2] or dict(parse_qsl(parts.query)).get("host", "localhost")
     return redact(host)
+
+
+class ReplicaReader:
+    """The connection to DB_READ_HOST that a PostgreSQL connection reads its check-ins through.
+
+    `reading(primary)` hands it out once it has caught up with `primary`'s position, and ends
+    its transaction after the block (nothing stays open on the replica between reads); any
+    error closes it, and the next read connects again.
+    """
+
+    def __init__(self, uri: str, max_lag: timedelta, connect: Callable[[str], Any]) -> None:
+        self._uri = uri
+        self._max_lag = max_lag
+        self._connect = connect
+        self._connection: Any | None = None
+
+    @contextmanager
+    def reading(self, primary: Any) -> Iterator[Any]:
+        # On the primary, in the reading unit: after planning, so past every commit it saw.
+        position, identity = primary_position(primary)
+        if self._connection is None:
+            self._connection = self._connect(self._uri)
+        try:
+            await_replay(self._connection, position, identity, self._max_lag, replica_host(self._uri))
+            yield self._connection
+            self._connection.commit()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+def reader_for(uri: str | None, max_lag: timedelta, connect: Callable[[str], Any]) -> ReplicaReader | None:
+    """The reader of DB_READ_HOST (`uri`), connected on its first read; None without one."""
+    return ReplicaReader(uri, max_lag, connect) if uri is not None else None
