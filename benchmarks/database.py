@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import pyarrow as pa
 
+from benchmarks import io_stats
+from benchmarks.io_stats import DatabaseIo, IoSnapshot, TableSize
 from montage_vec.config import load_settings
 from montage_vec.stores import open_store
 from montage_vec.stores.backends.postgres import session_uri
@@ -82,6 +84,17 @@ class BenchDatabase(ABC):
 
     @abstractmethod
     def server_version(self) -> str: ...
+
+    @abstractmethod
+    def io_settings(self) -> DatabaseIo:
+        """The memory the database works with, for the report's "Database I/O" (sizes and runs come later)."""
+
+    def table_sizes(self, tables: tuple[str, ...]) -> list[TableSize]:
+        return []  # per-table sizes are reported for PostgreSQL only
+
+    def io_snapshot(self) -> IoSnapshot:
+        """The database's block counters (PostgreSQL only) and the machine's disk reads, now."""
+        return IoSnapshot(None, io_stats.disk_read_bytes())
 
     def settle(self) -> None:
         """Flush dirty pages now rather than during the next timed step, and let go of the DuckDB file."""
@@ -263,6 +276,18 @@ class PostgresDatabase(BenchDatabase):
 
     def server_version(self) -> str:
         return str(self.scalar("SELECT current_setting('server_version')"))
+
+    def io_settings(self) -> DatabaseIo:
+        settings, block_size = io_stats.pg_settings(self.rows)
+        return DatabaseIo(self.backend, settings, block_size)
+
+    def table_sizes(self, tables: tuple[str, ...]) -> list[TableSize]:
+        return io_stats.pg_table_sizes(self.rows, tables)
+
+    def io_snapshot(self) -> IoSnapshot:
+        # Our own session too must end for its statistics to be published (see pg_counters).
+        self.close()
+        return IoSnapshot(io_stats.pg_counters(self._url), io_stats.disk_read_bytes())
 
     def reset_job_tables(self) -> str:
         self.execute("TRUNCATE " + ", ".join(f'"{name}"' for name in JOB_TABLES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,10 @@ import duckdb
 import pyarrow as pa
 
 from benchmarks.database import JOB_TABLES, Arrowish, BenchDatabase
+from benchmarks.io_stats import DatabaseIo
+from montage_vec.config import Settings
+
+MEMORY_LIMIT_VARIABLE = "DUCKDB_MEMORY_LIMIT"
 
 
 class DuckDatabase(BenchDatabase):
@@ -101,6 +106,12 @@ class DuckDatabase(BenchDatabase):
 
     def server_version(self) -> str:
         return str(duckdb.__version__)
+
+    def io_settings(self) -> DatabaseIo:
+        # The engine's children inherit the benchmark's environment, so this is the limit they run with.
+        given = os.environ.get(MEMORY_LIMIT_VARIABLE)
+        default = Settings.model_fields["duckdb_memory_limit"].default
+        return DatabaseIo(self.backend, {MEMORY_LIMIT_VARIABLE: given or f"{default} (default)"})
 
     def reset_job_tables(self) -> str:
         # DELETE leaves ART index entries and row groups behind; dropping gives a truly fresh table.

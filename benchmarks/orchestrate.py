@@ -18,6 +18,7 @@ from benchmarks.database import BenchDatabase, PostgresDatabase
 from benchmarks.dataset import change_users, load_checkins, sample_users
 from benchmarks.duck_database import DuckDatabase
 from benchmarks.engine_runs import EngineRun, EngineRunError, finish_engine, start_engine
+from benchmarks.io_stats import IO_TABLES
 from benchmarks.machine import describe_machine
 from benchmarks.plot import write_plot
 from benchmarks.report import render
@@ -58,6 +59,8 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         echo(f"  {load.checkins:,} check-ins: generated in {load.generate_seconds:.1f} s, "
              f"loaded in {load.load_seconds:.1f} s, indexed in {load.index_seconds:.1f} s")  # fmt: skip
         version = db.server_version()
+        io = db.io_settings()
+        io.sizes = db.table_sizes(("checkins",))
         if config.change_capture == "trigger":
             echo(f"  {db.install_capture_triggers()}")
 
@@ -65,6 +68,7 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
             label: str, batch_size: int, concurrency: int, full: bool, extra_env: dict[str, str] | None = None
         ) -> EngineRun:
             db.settle()
+            before = db.io_snapshot()
             run = finish_engine(
                 start_engine(
                     label=label,
@@ -77,6 +81,7 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
                     extra_env=extra_env,
                 )
             )
+            io.runs[label] = db.io_snapshot().minus(before)
             echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s,"
                  f" peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip
             return run
@@ -103,6 +108,8 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         batch_size, concurrency = config.main_settings((best.batch_size, best.concurrency))
         echo(f"full run (batch size {batch_size}, concurrency {concurrency})")
         full = fresh_full("full", batch_size, concurrency)
+        io.sizes += db.table_sizes(IO_TABLES[1:])
+        io.size_after_full = db.size_bytes()
 
         echo("baseline 2: set-based SQL")
         db.settle()
@@ -166,6 +173,7 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         floor=floor,
         profile=profile,
         shards=shards,
+        io=io,
     )
     results.total_seconds = time.perf_counter() - started
     return results

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from benchmarks.engine_runs import STAGES, EngineRun
+from benchmarks.io_stats import render_io
 from benchmarks.results import BenchResults
 from benchmarks.shard_sweep import render_shards
 
@@ -266,6 +267,8 @@ def _sweep(r: BenchResults) -> list[str]:
 
 def render(results: BenchResults) -> str:
     lines = _context(results) + _ratios(results) + _runs(results) + _stages(results)
+    io_runs = [(run.label, run.label) for run in (results.full, results.incremental, results.reconciling)]
+    lines += render_io(results.io, io_runs, results.machine.ram_bytes)
     lines += _baselines(results) + _sweep(results) + render_shards(results.shards)
     lines += results.profile
     if results.notes:

@@ -9,6 +9,7 @@ from benchmarks.baseline_sql import SqlResult
 from benchmarks.config import BenchConfig
 from benchmarks.dataset import ChangeResult, LoadResult
 from benchmarks.engine_runs import EngineRun
+from benchmarks.io_stats import DatabaseIo
 from benchmarks.machine import Machine
 from benchmarks.shard_sweep import ShardPoint
 from benchmarks.transfer_floor import FloorResult
@@ -34,6 +35,7 @@ class BenchResults:
     notes: list[str] = field(default_factory=list)
     profile: list[str] = field(default_factory=list)
     shards: list[ShardPoint] = field(default_factory=list)  # the shard sweep (--shards), one point per count
+    io: DatabaseIo | None = None  # settings, table sizes and the runs' reads ("Database I/O")
 
     @property
     def best(self) -> EngineRun:

@@ -12,6 +12,7 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as pg
 import pytest
 
+from montage_vec.config import Settings
 from tests.support.database import admin_url
 
 pytestmark = pytest.mark.slow
@@ -23,6 +24,7 @@ SECTIONS = (
     "## Full run",
     "## Incremental run",
     "## Per-stage breakdown",
+    "## Database I/O",
     "## Baseline 1: per-user loop",
     "## Baseline 2: set-based SQL",
     "## Baseline 3: transfer floor",
@@ -65,15 +67,32 @@ def assert_complete_report(out: Path, result: subprocess.CompletedProcess[str]) 
     return report
 
 
+def io_section(report: str) -> str:
+    return report.split("\n## Database I/O\n", 1)[1].split("\n## ", 1)[0]
+
+
 def test_smoke_duckdb(tmp_path: Path) -> None:
     out = tmp_path / "bench"
-    assert_complete_report(out, run_smoke("duckdb", out))
+    io = io_section(assert_complete_report(out, run_smoke("duckdb", out)))
+    assert f"| DUCKDB_MEMORY_LIMIT | {Settings.model_fields['duckdb_memory_limit'].default} (default) |" in io
+    assert "| shared_buffers | not applicable |" in io
+    assert "| database file (after the full run) |" in io
+    disk = r"[\d.,]+ (B|KiB|MiB|GiB)"
+    assert re.search(rf"^\| full \| not applicable \| not applicable \| not applicable \| {disk} \|$", io, re.M)
 
 
 @pytest.mark.postgres
 def test_smoke_postgresql(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     report = assert_complete_report(out, run_smoke("postgresql", out))
+    io = io_section(report)
+    for setting in ("shared_buffers", "effective_cache_size", "work_mem", "max_wal_size"):
+        assert re.search(rf"^\| {setting} \| \d+\w*B \|$", io, re.MULTILINE), setting
+    assert "| checkins (after loading) |" in io and "| montage_items (after the full run) |" in io
+    for table in ("checkins", "montages", "montage_items"):  # each was read or written by the full run
+        assert re.search(rf"^\| {table} \| [\d,]+ \([^)]*\) / [\d,]+ \| \d+\.\d%", io, re.MULTILINE), table
+    for run in ("full", "incremental", "reconciling"):
+        assert re.search(rf"^\| {run} \| [\d,]+ \([^)]*\) / [\d,]+ \| \d+\.\d% \|", io, re.MULTILINE), run
     name = re.search(r"PostgreSQL database (montage_bench_\w+)", report)
     assert name is not None
     with pg.connect(admin_url(), autocommit=True) as connection, connection.cursor() as cursor:
