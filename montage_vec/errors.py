@@ -113,3 +113,7 @@ class ServiceResponseError(ServiceError):
     """A service answered, but not in the documented shape or with a final 4xx: retrying cannot help."""
 
     transient = False
+
+
+class ScratchSpaceError(RunFailed):
+    """A full run cannot spool its check-ins: MONTAGE_SCRATCH_DIR is not writable, or it is full."""
