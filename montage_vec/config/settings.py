@@ -7,6 +7,7 @@ passes its flags as keyword overrides, which win over the environment.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -124,6 +125,12 @@ class Settings(BaseSettings):
     chunk_retry_attempts: int = Field(default=3, ge=0, le=20)
     # A chunk whose check-ins would take the process past this logs a warning (job/memory.py).
     montage_memory_budget: ByteSize = ByteSize(2**30)
+    # How a full run reads the check-ins: `scan` reads the source once, sequentially, and spools it
+    # by chunk under MONTAGE_SCRATCH_DIR (job/spool.py); `chunks` queries each chunk's users.
+    montage_full_run_read: Literal["scan", "chunks"] = "scan"
+    # Where a full run's scan spools the check-ins (about the source's size, lz4-compressed); unset:
+    # the system's temporary folder (TMPDIR, else /tmp).
+    montage_scratch_dir: str = Field(default_factory=tempfile.gettempdir)
     # The breaker: a run in which more of its users fail than this fails itself (README, Reliability).
     montage_max_failed_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     # The shard: MONTAGE_SHARD, or JOB_COMPLETION_INDEX/MONTAGE_SHARD_COUNT in an Indexed Job's
@@ -144,7 +151,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a uuid: {value!r}") from None
         return canonical
 
-    @field_validator("log_level", "environment", mode="before")
+    @field_validator("log_level", "environment", "montage_full_run_read", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         """LOG_LEVEL=ERROR means error: these name a choice, whatever its case."""
@@ -155,6 +162,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         """DUCKDB_TEMP_DIRECTORY= (empty, as an env file writes it) means the default folder."""
         return value if value is None or value.strip() else None
+
+    @field_validator("montage_scratch_dir")
+    @classmethod
+    def _blank_is_default(cls, value: str) -> str:
+        """MONTAGE_SCRATCH_DIR= (empty, as an env file writes it) means the system's temporary folder."""
+        return value if value.strip() else tempfile.gettempdir()
 
     @field_validator("montage_shard")
     @classmethod

@@ -23,7 +23,7 @@ from montage_vec.config.secrets import redact
 from montage_vec.engine import MontageParams, compute_montages
 from montage_vec.engine.conform import split_unsupported_times
 from montage_vec.errors import ChunkFailedWhole, DataStoreError, InputDataError
-from montage_vec.stores.interfaces import CheckinSource, JobStore
+from montage_vec.stores.interfaces import ChunkCheckins, JobStore
 from montage_vec.stores.records import ChunkDiff, ChunkWrite, Lease
 
 # Errors classified as caused by the rows themselves: splitting the chunk isolates the users
@@ -98,7 +98,7 @@ class ChunkResult:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
 
 
-def process_chunk(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+def process_chunk(store: JobStore, source: ChunkCheckins, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     """Process `user_ids`, splitting on data errors until the failing users stand alone.
 
     ChunkFailedWhole when the chunk had to be split and not one of its (at least
@@ -121,7 +121,7 @@ def process_chunk(store: JobStore, source: CheckinSource, user_ids: pl.Series, c
         return result
 
 
-def _bisect(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+def _bisect(store: JobStore, source: ChunkCheckins, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     try:
         return _process_once(store, source, user_ids, context)
     except DATA_ERRORS as exc:
@@ -131,7 +131,7 @@ def _bisect(store: JobStore, source: CheckinSource, user_ids: pl.Series, context
 
 
 def _split(
-    store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext, error: Exception
+    store: JobStore, source: ChunkCheckins, user_ids: pl.Series, context: ChunkContext, error: Exception
 ) -> ChunkResult:
     logger.info("chunk failed on its data; splitting it", users=len(user_ids), error=_describe(error))
     half = len(user_ids) // 2
@@ -150,7 +150,7 @@ def _describe(exc: Exception) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
-def _process_once(store: JobStore, source: CheckinSource, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
+def _process_once(store: JobStore, source: ChunkCheckins, user_ids: pl.Series, context: ChunkContext) -> ChunkResult:
     result = ChunkResult(users=len(user_ids))
     started = time.perf_counter()
     checkins, unsupported = split_unsupported_times(source.extract_checkins(user_ids))

@@ -18,12 +18,12 @@ from montage_vec.job.chunks import ChunkContext, ChunkResult, process_chunk
 from montage_vec.job.control import RunControl
 from montage_vec.job.plan import utc_now
 from montage_vec.job.sessions import ThreadSessions
-from montage_vec.stores.interfaces import CheckinSource
+from montage_vec.stores.interfaces import ChunkCheckins
 
 
 def process_with_retries(
     sessions: ThreadSessions,
-    source: CheckinSource | None,
+    source: ChunkCheckins | None,
     users: pl.Series,
     context: ChunkContext,
     policy: RetryPolicy,

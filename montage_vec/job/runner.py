@@ -1,10 +1,10 @@
 """run_job: one batch run from lock to watermark.
 
 The run takes the shard's lock on its control session, plans its users from the
-watermark, processes chunks on a bounded pool of worker threads (each with its own store
-session), retries chunks that hit transient errors on a fresh session, and moves the
-watermark only when every chunk committed. Anything else leaves the watermark where it
-was, so the next run redoes the work.
+watermark (a full run then reads the check-ins in one scan, job/scan.py), processes chunks
+on a bounded pool of worker threads (each with its own store session), retries chunks that
+hit transient errors on a fresh session, and moves the watermark only when every chunk
+committed. Anything else leaves the watermark where it was, so the next run redoes the work.
 
 Workers only compute and write chunks and hand back ChunkResults; this thread submits
 chunks, checks the run lock, adds up results and records the run, so nothing is shared.
@@ -52,11 +52,20 @@ from montage_vec.job.plan import (
     utc_now,
 )
 from montage_vec.job.retries import process_with_retries
+from montage_vec.job.scan import chunk_checkins
 from montage_vec.job.sessions import ThreadSessions
 from montage_vec.job.shard_lock import ShardLock
-from montage_vec.job.summary import RunSummary, finish_summary, log_chunk, new_summary, run_record, too_many_failed
+from montage_vec.job.summary import (
+    RunSummary,
+    finish_summary,
+    log_chunk,
+    log_started,
+    new_summary,
+    run_record,
+    too_many_failed,
+)
 from montage_vec.stores import SqlSession, Store
-from montage_vec.stores.interfaces import CheckinSource
+from montage_vec.stores.interfaces import CheckinSource, ChunkCheckins
 
 
 def run_job(
@@ -157,21 +166,10 @@ class _Run:
         users = find_candidates(plan, source, session, self.shard, consumed)
         summary.candidates = len(users)
         summary.totals.seconds["candidates"] = time.perf_counter() - planning_started
-        self.log.info(
-            "Batch job started",
-            mode=plan.mode,
-            change_capture=plan.capture.mode,
-            change_capture_reason=plan.capture.reason,
-            reconciled=summary.reconciled,
-            as_of=summary.as_of.isoformat(),
-            since=plan.since.isoformat() if plan.since else None,
-            candidates=len(users),
-            batch_size=self.settings.montage_batch_size,
-            concurrency=self.settings.chunk_workers(),
-            shard=self.shard.key,
-            dry_run=self.options.dry_run,
-        )
-        self._process_all(hold, users, checkin_source)
+        log_started(self.log, summary, plan, self.settings)
+        scan_args = (self.store, self.settings, users, checkin_source, summary, self.control, self.retry_policy)
+        with chunk_checkins(*scan_args) as chunk_source:
+            self._process_all(hold, users, chunk_source)
         if plan.mode != "users" and not self.options.dry_run:
             watermark = next_watermark(summary.watermark_from, data_time, open_since)
             if open_since is not None and data_time is not None and open_since < data_time:
@@ -190,7 +188,7 @@ class _Run:
             self.log.warning(warning, as_of=self.summary.as_of.isoformat())
         return plan
 
-    def _process_all(self, hold: ShardLock, users: pl.Series, source: CheckinSource | None) -> None:
+    def _process_all(self, hold: ShardLock, users: pl.Series, source: ChunkCheckins | None) -> None:
         """Process every chunk, adding up results as they complete; raise if any did not commit."""
         context = ChunkContext(
             job_id=self.summary.job_id,
@@ -240,7 +238,7 @@ class _Run:
         sessions: ThreadSessions,
         pool: ThreadPoolExecutor,
         context: ChunkContext,
-        source: CheckinSource | None,
+        source: ChunkCheckins | None,
     ) -> Iterator[tuple[int, Future[ChunkResult]]]:
         """(chunk number, its future) as chunks finish; a new chunk starts only while no stop is asked.
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from loguru import Logger
 
     from montage_vec.config.settings import Settings
-    from montage_vec.job.plan import RunOptions
+    from montage_vec.job.plan import CandidatePlan, RunOptions
 
 
 @dataclass
@@ -124,6 +124,24 @@ def too_many_failed(summary: RunSummary, max_fraction: float) -> TooManyFailedUs
     return TooManyFailedUsers(
         f"{failed} of {summary.candidates} users failed, more than MONTAGE_MAX_FAILED_FRACTION={max_fraction} "
         f"allows; first: user {first_user}: {first_error}"
+    )
+
+
+def log_started(log: Logger, summary: RunSummary, plan: CandidatePlan, settings: Settings) -> None:
+    """The run's first line once it planned: what it will do, and how."""
+    log.info(
+        "Batch job started",
+        mode=plan.mode,
+        change_capture=plan.capture.mode,
+        change_capture_reason=plan.capture.reason,
+        reconciled=summary.reconciled,
+        as_of=summary.as_of.isoformat(),
+        since=plan.since.isoformat() if plan.since else None,
+        candidates=summary.candidates,
+        batch_size=settings.montage_batch_size,
+        concurrency=settings.chunk_workers(),
+        shard=summary.shard,
+        dry_run=summary.dry_run,
     )
 
 

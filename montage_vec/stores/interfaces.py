@@ -1,6 +1,7 @@
 """The store interfaces, named for who uses them.
 
 - `CheckinSource`: where a run reads check-ins; the database itself or the check-in service.
+  Its `ChunkCheckins` part is all a chunk reads, which a full run's spool also provides.
 - `JobStore`: what a run needs from the database: its lock, its plan, chunk writes, its records.
 - `AdminStore`: what the demo and admin commands need: migrate, load check-ins, inspect.
 
@@ -20,7 +21,14 @@ from montage_vec.stores.records import ChunkDiff, ChunkWrite, RunRecord, WriteOu
 from montage_vec.stores.render import Snapshot
 
 
-class CheckinSource(Protocol):
+class ChunkCheckins(Protocol):
+    """Where a chunk reads its users' check-ins: a CheckinSource, or a full run's spool (job/spool.py)."""
+
+    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
+        """The engine's check-in columns (CHECKIN_SCHEMA) for exactly these users."""
+
+
+class CheckinSource(ChunkCheckins, Protocol):
     """Where check-ins come from: the database itself, or the check-in service over HTTP."""
 
     def latest_data_time(self, not_after: datetime) -> datetime | None:
@@ -31,9 +39,6 @@ class CheckinSource(Protocol):
 
     def all_users(self) -> pl.Series:
         """Distinct users having any check-in."""
-
-    def extract_checkins(self, user_ids: pl.Series) -> pl.DataFrame:
-        """The engine's check-in columns (CHECKIN_SCHEMA) for exactly these users."""
 
 
 class JobStore(Protocol):

@@ -4,6 +4,7 @@ database resolution (DATABASE_URL, DB_* parts, DB_READ_HOST) and the connection 
 from __future__ import annotations
 
 import itertools
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "chunk_retry_attempts": 3,
     "montage_max_failed_fraction": 0.01,
     "montage_memory_budget": 2**30,
+    "montage_full_run_read": "scan",
+    "montage_scratch_dir": tempfile.gettempdir(),
     "db_reconnect_timeout": timedelta(seconds=60),
     "montage_max_clock_skew": timedelta(days=1),
     "montage_shard": "0/1",
@@ -203,6 +206,7 @@ INVALID = [
     ("CHECKIN_SERVICE_PAGE_SIZE", "0"),
     ("USER_SERVICE_RETRIES", "11"),
     ("METRICS_PORT", "70000"),
+    ("MONTAGE_FULL_RUN_READ", "rows"),
 ]
 
 
@@ -553,10 +557,23 @@ def test_effective_configuration_prints_durations_as_configured(monkeypatch: pyt
 
 
 @pytest.mark.parametrize(
-    ("variable", "given", "held"), [("LOG_LEVEL", "ERROR", "error"), ("ENVIRONMENT", " Development", "development")]
+    ("variable", "given", "held"),
+    [
+        ("LOG_LEVEL", "ERROR", "error"),
+        ("ENVIRONMENT", " Development", "development"),
+        ("MONTAGE_FULL_RUN_READ", "Chunks", "chunks"),
+    ],
 )
 def test_choices_are_taken_whatever_their_case(
     monkeypatch: pytest.MonkeyPatch, variable: str, given: str, held: str
 ) -> None:
     monkeypatch.setenv(variable, given)
     assert getattr(load_settings(), variable.lower()) == held
+
+
+def test_a_blank_scratch_folder_means_the_systems_temporary_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONTAGE_SCRATCH_DIR= as an env file writes it; TMPDIR is what the system's folder follows."""
+    monkeypatch.setenv("MONTAGE_SCRATCH_DIR", " ")
+    assert load_settings().montage_scratch_dir == tempfile.gettempdir()
+    monkeypatch.setenv("MONTAGE_SCRATCH_DIR", "/var/spool/montage")
+    assert load_settings().montage_scratch_dir == "/var/spool/montage"

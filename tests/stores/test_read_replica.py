@@ -2,6 +2,7 @@
 another server that is no replica, and the primary itself; no mocks.
 
 Covers:
+- a full run's scan through a paused replica fails like a chunk's read, writing nothing;
 - a replica whose replay is paused while a change is made on the primary: the run fails the
   chunk as a transient error naming the replica's lag and DB_READ_MAX_LAG (exit 1), writes
   nothing, and neither consumes the captured change nor moves the watermark; once replay
@@ -140,6 +141,36 @@ def test_a_lagging_replica_fails_the_chunk_and_the_change_waits_for_the_next_run
         on_primary = run_cli("once", "--full", "--as-of", AS_OF.isoformat(), env={"DATABASE_URL": url})
         assert on_primary.exit_code == 0, on_primary.everything()
         assert stored_montages(url) == changed
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_full_runs_scan_waits_for_the_replica_like_a_chunk_does(
+    primary: TemporaryCluster, replica: TemporaryCluster, run_cli: RunCli
+) -> None:
+    """MONTAGE_FULL_RUN_READ=scan reads the whole source from DB_READ_HOST in one scan: only once the
+    replica has replayed what the plan saw, else the run fails as a chunk would, writing nothing."""
+    with database_on(primary) as name:
+        url = url_with_password(primary, name)
+        caught_up(primary, replica)
+        env = {"DATABASE_URL": url, "DB_READ_HOST": host_of(replica), "DB_READ_MAX_LAG": "1s", **NO_RETRIES}
+        data = Checkins(url)
+        data.add_many([checkin(new_id(), AS_OF - days(i + 1), tags=["tea"]) for i in range(3)])
+
+        with replay_paused(replica):
+            data.add(new_id(), AS_OF - days(1))
+            lagging = run_cli("once", "--full", "--as-of", AS_OF.isoformat(), env=env)
+
+            assert lagging.exit_code == EXIT_FAILED, lagging.everything()
+            assert "reading the check-ins failed 1 time(s)" in lagging.stderr
+            assert f"read replica {host_of(replica)} is " in lagging.stderr
+            assert PASSWORD not in lagging.stdout + lagging.stderr
+            assert stored_montages(url) == ([], [])
+
+        caught = run_cli("once", "--full", "--as-of", AS_OF.isoformat(), env=env)
+        assert caught.exit_code == 0, caught.everything()
+        assert "check-ins read in one scan and spooled" in caught.messages()
+        assert stored_montages(url) == expected_montages(data.all(), AS_OF)
 
 
 @pytest.mark.postgres
