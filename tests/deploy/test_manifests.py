@@ -218,6 +218,18 @@ def test_only_tmp_is_writable_and_it_is_bounded(manifest: dict[str, Any]) -> Non
     assert tmp["emptyDir"].get("medium") != "Memory", "a tmpfs would count against the memory limit"
 
 
+# A full run's spool (montage_vec/job/spool.py) in /tmp, MONTAGE_SCRATCH_DIR's default: the lz4-compressed
+# check-ins of the benchmark's data took 256 MiB for 2 M check-ins.
+SPOOL_BYTES_PER_CHECKIN = 135
+
+
+def test_tmp_holds_a_full_runs_spool_of_a_million_users(manifest: dict[str, Any]) -> None:
+    """An emptyDir past its sizeLimit gets the pod evicted, with no run outcome of its own."""
+    volumes = {volume["name"]: volume for volume in pod_spec(manifest)["volumes"]}
+    size_limit = quantity_bytes(volumes["tmp"]["emptyDir"]["sizeLimit"])
+    assert size_limit >= 1_000_000 * CHECKINS_PER_USER * SPOOL_BYTES_PER_CHECKIN
+
+
 # -- failures, retries and deadlines -------------------------------------------------------------
 
 
