@@ -53,7 +53,7 @@ def detection_statements(dialect: Dialect) -> tuple[str, ...]:
         *chunk_sql.DROP_CHUNK_TABLES,
         chunk_sql.CREATE_CHUNK_MONTAGES,
         dialect.mark_changed_items,
-        chunk_sql.CREATE_CHUNK_STALE,
+        dialect.create_chunk_stale,
         chunk_sql.CREATE_CHUNK_CHANGED_USERS,
     )
 

@@ -30,6 +30,7 @@ class Dialect:
     extract_from_staged_users: bool
     # Complete statements where the fast plan differs per backend.
     mark_changed_items: str
+    create_chunk_stale: str
     delete_replaced_items: str
     current_lease: str  # statements.CURRENT_LEASE or its share-locking variant
     # Other sessions may write the source while a run reads it (a server, not a file this

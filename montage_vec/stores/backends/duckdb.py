@@ -40,6 +40,7 @@ DUCKDB = Dialect(
     json_object=Keyword("json_object"),
     extract_from_staged_users=True,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_JOIN,
+    create_chunk_stale=chunk_sql.CREATE_CHUNK_STALE_BY_JOIN,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_JOIN,
     current_lease=statements.CURRENT_LEASE,
 )

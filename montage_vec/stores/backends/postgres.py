@@ -36,6 +36,7 @@ POSTGRES = Dialect(
     extract_from_staged_users=False,
     concurrent_writers=True,
     mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_PROBE,
+    create_chunk_stale=chunk_sql.CREATE_CHUNK_STALE_BY_PROBE,
     delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_ARRAY,
     current_lease=statements.CURRENT_LEASE_SHARED,
     prepare_staged_chunk=chunk_sql.PREPARE_STAGED_CHUNK,
