@@ -17,11 +17,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.config import BENCH_DIR
 
@@ -31,7 +32,7 @@ _CLEARED = (
     "MONTAGE_MAX_ITEMS", "MONTAGE_MIN_INTEREST_OCCURRENCE", "MONTAGE_INTEREST_LOOKBACK_DAYS",
     "MONTAGE_PRIVACY_INCLUDED", "USER_ID_FILTER", "MONTAGE_SHARD", "MONTAGE_SHARD_COUNT", "JOB_COMPLETION_INDEX",
     "PUSHGATEWAY_URL", "USER_SERVICE_URL",
-    "CHECKIN_SERVICE_URL", "BATCH_MODE", "DEBUG", "WATERMARK_OVERLAP", "CACHE_TTL",
+    "CHECKIN_SERVICE_URL", "BATCH_MODE", "DEBUG", "WATERMARK_OVERLAP", "CACHE_TTL", "MONTAGE_FULL_RUN_READ",
 )  # fmt: skip
 STAGES = ("extract", "compute", "write")
 # A fork/vfork child's ru_maxrss starts at its parent's RSS (Linux carries the old mm's high-water
@@ -48,8 +49,34 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
+Echo = Callable[[str], None]
+T = TypeVar("T")
+
+
 class EngineRunError(RuntimeError):
     pass
+
+
+def stderr_echo() -> Echo:
+    """Progress lines on stderr, stamped with the seconds since this call."""
+    started = time.perf_counter()
+
+    def echo(message: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return echo
+
+
+def run_or_exit(work: Callable[[], T], echo: Echo) -> T:
+    """work()'s result, or the process exits: 130 on Ctrl-C, 1 when an engine run failed (its log named)."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        echo("interrupted")
+        sys.exit(130)
+    except EngineRunError as exc:
+        echo(f"failed: {exc}")
+        sys.exit(1)
 
 
 @dataclass
@@ -202,12 +229,21 @@ def finish_engine(started: StartedEngine, exited: float | None = None) -> Engine
         errors=int(completed["errors"]),
         peak_rss_bytes=int(max_rss_kib) * 1024,  # Linux reports kilobytes
         log_path=log_path,
-        stage_seconds={stage: float(completed.get("stage_seconds", {}).get(stage, 0.0)) for stage in STAGES},
+        # STAGES always, and any other stage the run reports (a full run's "scan").
+        stage_seconds={
+            stage: float(seconds)
+            for stage, seconds in {**dict.fromkeys(STAGES, 0.0), **completed.get("stage_seconds", {})}.items()
+        },
         reconciled=bool(start_line.get("reconciled", False)),
         cpu_seconds=float(cpu_seconds),
         finished_at=finished_at,
         slowest_chunk_seconds=_slowest_chunk_seconds(lines),
     )
+
+
+def median_run(runs: list[EngineRun]) -> EngineRun:
+    """The run with the median job time; of an even number, the slower middle one."""
+    return sorted(runs, key=lambda run: run.job_seconds)[len(runs) // 2]
 
 
 def _slowest_chunk_seconds(lines: list[dict[str, Any]]) -> float:

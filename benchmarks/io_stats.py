@@ -193,7 +193,8 @@ _DUCK_INTRO = (
 )
 
 
-def _size(size: int | None) -> str:
+def human_size(size: int | None) -> str:
+    """Bytes in the largest binary unit that keeps a digit before the point ('1.5 GiB'); None as '-'."""
     if size is None:
         return "-"
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
@@ -208,7 +209,7 @@ def _ratio(read: int, hit: int) -> str:
 
 
 def _blocks(read: int, hit: int, block_size: int) -> str:
-    return f"{read:,} ({_size(read * block_size)}) / {hit:,}"
+    return f"{read:,} ({human_size(read * block_size)}) / {hit:,}"
 
 
 def render_io(io: DatabaseIo | None, runs: list[tuple[str, str]], ram_bytes: int) -> list[str]:
@@ -217,21 +218,22 @@ def render_io(io: DatabaseIo | None, runs: list[tuple[str, str]], ram_bytes: int
         return []
     postgres = io.backend == "postgresql"
     settings = [[name, io.settings.get(name, NOT_APPLICABLE)] for name in (*PG_SETTINGS, "DUCKDB_MEMORY_LIMIT")]
-    settings.append(["machine RAM", _size(ram_bytes)])
+    settings.append(["machine RAM", human_size(ram_bytes)])
     sizes = [[f"{s.name} ({'after loading' if s.name == 'checkins' else 'after the full run'})",
-              _size(s.heap_bytes), _size(s.index_bytes), _size(s.total_bytes)] for s in io.sizes]  # fmt: skip
+              human_size(s.heap_bytes), human_size(s.index_bytes), human_size(s.total_bytes)]
+             for s in io.sizes]  # fmt: skip
     if not postgres:
         sizes.append(["per table", NOT_APPLICABLE, NOT_APPLICABLE, NOT_APPLICABLE])
     whole = "whole database" if postgres else "database file"
-    sizes.append([f"{whole} (after the full run)", "-", "-", _size(io.size_after_full)])
+    sizes.append([f"{whole} (after the full run)", "-", "-", human_size(io.size_after_full)])
     lines = [
         "## Database I/O",
         "",
         _PG_INTRO if postgres else _DUCK_INTRO,
         "",
-        *_table(["setting", "value"], settings),
+        *markdown_table(["setting", "value"], settings),
         "",
-        *_table(["table", "heap (pg_table_size)", "indexes (pg_indexes_size)", "total"], sizes),
+        *markdown_table(["table", "heap (pg_table_size)", "indexes (pg_indexes_size)", "total"], sizes),
         "",
     ]
     full = io.runs.get(runs[0][1]) if runs else None
@@ -244,7 +246,7 @@ def render_io(io: DatabaseIo | None, runs: list[tuple[str, str]], ram_bytes: int
                 for name in IO_TABLES if (t := counters.tables.get(name))]  # fmt: skip
         header = ["full run", "heap blocks missed / hit", "heap hit ratio", "index blocks missed / hit",
                   "index hit ratio"]  # fmt: skip
-        lines += [*_table(header, rows), ""]
+        lines += [*markdown_table(header, rows), ""]
     per_run = []
     for name, label in runs:
         run = io.runs.get(label)
@@ -253,13 +255,14 @@ def render_io(io: DatabaseIo | None, runs: list[tuple[str, str]], ram_bytes: int
         c = run.counters
         missed = _blocks(c.blks_read, c.blks_hit, io.block_size) if c else NOT_APPLICABLE
         ratio = _ratio(c.blks_read, c.blks_hit) if c else NOT_APPLICABLE
-        temp = f"{_size(c.temp_bytes)} in {c.temp_files:,} files" if c else NOT_APPLICABLE
-        per_run.append([name, missed, ratio, temp, _size(run.disk_read_bytes)])
+        temp = f"{human_size(c.temp_bytes)} in {c.temp_files:,} files" if c else NOT_APPLICABLE
+        per_run.append([name, missed, ratio, temp, human_size(run.disk_read_bytes)])
     header = ["run", "database blocks missed / hit (temporary tables too)", "hit ratio", "spilled to temp files",
               "read from disk (machine)"]  # fmt: skip
-    return [*lines, *_table(header, per_run), ""]
+    return [*lines, *markdown_table(header, per_run), ""]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
