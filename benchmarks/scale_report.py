@@ -175,6 +175,8 @@ def _loading(results: ScaleResults) -> list[str]:
             for p in points]  # fmt: skip
     growth = points[-1].loader_peak_rss_bytes / max(points[0].loader_peak_rss_bytes, 1)
     bounded = "bounded" if growth <= FLAT_RSS_LIMIT else "**not bounded**"
+    verdict = (f"Benchmark peak RSS, largest / smallest size: {growth:.2f}x ({bounded}: wanted <= {FLAT_RSS_LIMIT}x)."
+               if len(points) > 1 else "Benchmark peak RSS: one size only, nothing to compare.")  # fmt: skip
     return [
         "## Data loading",
         "",
@@ -184,7 +186,7 @@ def _loading(results: ScaleResults) -> list[str]:
         "",
         *markdown_table(LOAD_HEADER, rows),
         "",
-        f"Benchmark peak RSS, largest / smallest size: {growth:.2f}x ({bounded}: wanted <= {FLAT_RSS_LIMIT}x).",
+        verdict,
         "",
     ]
 
