@@ -116,12 +116,12 @@ class BenchDatabase(ABC):
         statements = own_checkins + [s for m in package_migrations(self.backend) for s in m.statements()]
         if not prefix:
             return statements
-        # The montage tables' columns, keys, indexes and reference triggers (their functions are
-        # named after the tables, so they are renamed too); not the job's capture triggers.
+        # The montage tables' columns, keys, indexes and reference triggers, and whatever else is
+        # named after them (functions, DuckDB's rebuilt item table), renamed; not the capture triggers.
         wanted = [
             s
             for s in statements
-            if re.search(r'"montages"|"montage_items"', s) and '"checkins"' not in s and "capture" not in s
+            if _MONTAGE_IDENTIFIER.search(s) and '"checkins"' not in s and "capture" not in s
         ]
         return [_MONTAGE_IDENTIFIER.sub(lambda m: f'"{prefix}{m.group(1)}', s) for s in wanted]
 
