@@ -94,11 +94,11 @@ def test_a_run_killed_mid_chunk_is_abandoned_by_the_next_run(
 ) -> None:
     load_frame(postgres_url, synthetic(200))
     args = ("once", "--as-of", DEFAULT_AS_OF.isoformat(), "--batch-size", "50", "--concurrency", "1")
+    scratch = tmp_path / "scratch"  # a full run's spool goes here, and a killed run cannot delete it
+    scratch.mkdir()
+    env = job_env(DATABASE_URL=postgres_url, MONTAGE_SCRATCH_DIR=str(scratch))
 
-    with (
-        WriteGate(postgres_url) as gate,
-        JobProcess(*args, env=job_env(DATABASE_URL=postgres_url), cwd=tmp_path) as job,
-    ):
+    with WriteGate(postgres_url) as gate, JobProcess(*args, env=env, cwd=tmp_path) as job:
         try:
             gate.wait_until_blocked()  # its first chunk waits mid-write
             _, started = job.wait_for_log("Batch job started", timeout=HANG_GUARD)
@@ -107,6 +107,7 @@ def test_a_run_killed_mid_chunk_is_abandoned_by_the_next_run(
         job.kill()  # SIGKILL: nothing of the run's ending is recorded
     dead = started["job_id"]
     wait_until(lambda: job_connections(postgres_url) == 0, "the killed run's connections closed", HANG_GUARD)
+    assert [path.name[: len("montage-vec-spool-")] for path in scratch.iterdir()] == ["montage-vec-spool-"]
 
     [left] = run_rows(postgres_url)
     assert (left["job_id"], left["status"], left["finished_at"]) == (dead, "running", None)

@@ -174,10 +174,9 @@ def test_second_run_is_refused_while_a_process_runs_and_the_killed_process_frees
     load_frame(postgres_url, frame)
     args = ("once", "--as-of", DEFAULT_AS_OF.isoformat(), "--batch-size", "50", "--concurrency", "1")
 
-    with (
-        WriteGate(postgres_url) as gate,
-        JobProcess(*args, env=job_env(DATABASE_URL=postgres_url), cwd=tmp_path) as first,
-    ):
+    env = job_env(DATABASE_URL=postgres_url, MONTAGE_SCRATCH_DIR=str(tmp_path))  # the killed run's spool stays
+
+    with WriteGate(postgres_url) as gate, JobProcess(*args, env=env, cwd=tmp_path) as first:
         gate.wait_until_blocked()  # the first run holds its lock, its first chunk mid-write
         _, started = first.wait_for_log("Batch job started", timeout=60)
 
