@@ -119,9 +119,7 @@ class BenchDatabase(ABC):
         # The montage tables' columns, keys, indexes and reference triggers, and whatever else is
         # named after them (functions, DuckDB's rebuilt item table), renamed; not the capture triggers.
         wanted = [
-            s
-            for s in statements
-            if _MONTAGE_IDENTIFIER.search(s) and '"checkins"' not in s and "capture" not in s
+            s for s in statements if _MONTAGE_IDENTIFIER.search(s) and '"checkins"' not in s and "capture" not in s
         ]
         return [_MONTAGE_IDENTIFIER.sub(lambda m: f'"{prefix}{m.group(1)}', s) for s in wanted]
 

@@ -17,7 +17,7 @@ from benchmarks.config import BenchConfig, parse_config
 from benchmarks.database import BenchDatabase, PostgresDatabase
 from benchmarks.dataset import change_users, load_checkins, sample_users
 from benchmarks.duck_database import DuckDatabase
-from benchmarks.engine_runs import EngineRun, EngineRunError, finish_engine, start_engine
+from benchmarks.engine_runs import EngineRun, finish_engine, run_or_exit, start_engine
 from benchmarks.io_stats import IO_TABLES
 from benchmarks.machine import describe_machine
 from benchmarks.plot import write_plot
@@ -210,14 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     def echo(message: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    try:
-        results = run_benchmark(config, echo)
-    except KeyboardInterrupt:
-        echo("interrupted")
-        sys.exit(130)
-    except EngineRunError as exc:
-        echo(f"failed: {exc}")
-        sys.exit(1)
+    results = run_or_exit(lambda: run_benchmark(config, echo), echo)
     config.results.parent.mkdir(parents=True, exist_ok=True)
     config.results.write_text(render(results))
     write_plot(results, config.plot)
