@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "chunk_retry_attempts": 3,
     "montage_max_failed_fraction": 0.01,
     "montage_memory_budget": 2**30,
-    "montage_full_run_read": "scan",
+    "montage_full_run_read": "chunks",
     "montage_scratch_dir": tempfile.gettempdir(),
     "db_reconnect_timeout": timedelta(seconds=60),
     "montage_max_clock_skew": timedelta(days=1),

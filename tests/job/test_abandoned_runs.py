@@ -96,7 +96,7 @@ def test_a_run_killed_mid_chunk_is_abandoned_by_the_next_run(
     args = ("once", "--as-of", DEFAULT_AS_OF.isoformat(), "--batch-size", "50", "--concurrency", "1")
     scratch = tmp_path / "scratch"  # a full run's spool goes here, and a killed run cannot delete it
     scratch.mkdir()
-    env = job_env(DATABASE_URL=postgres_url, MONTAGE_SCRATCH_DIR=str(scratch))
+    env = job_env(DATABASE_URL=postgres_url, MONTAGE_SCRATCH_DIR=str(scratch), MONTAGE_FULL_RUN_READ="scan")
 
     with WriteGate(postgres_url) as gate, JobProcess(*args, env=env, cwd=tmp_path) as job:
         try:

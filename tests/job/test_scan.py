@@ -153,7 +153,7 @@ def test_the_scratch_folder_is_gone_after_an_interrupt(
     monkeypatch.setattr(chunks_module, "compute_montages", interrupted)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    settings = load_settings(database_url=synthetic.url, montage_scratch_dir=str(scratch))
+    settings = load_settings(database_url=synthetic.url, montage_scratch_dir=str(scratch), montage_full_run_read="scan")
     with open_store(settings.database()) as store, pytest.raises(KeyboardInterrupt):
         run_job(store, settings, RunOptions(full=True, as_of=synthetic.as_of))
     assert list(scratch.iterdir()) == []
@@ -173,7 +173,7 @@ def test_a_stop_during_the_scan_starts_no_chunk(
     monkeypatch.setattr(scan, "SCAN_BATCH_ROWS", 100)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    settings = load_settings(database_url=synthetic.url, montage_scratch_dir=str(scratch))
+    settings = load_settings(database_url=synthetic.url, montage_scratch_dir=str(scratch), montage_full_run_read="scan")
     with open_store(settings.database()) as store:
         summary = run_job(store, settings, RunOptions(full=True, as_of=synthetic.as_of), control=control)
 

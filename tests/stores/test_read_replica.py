@@ -153,7 +153,13 @@ def test_a_full_runs_scan_waits_for_the_replica_like_a_chunk_does(
     with database_on(primary) as name:
         url = url_with_password(primary, name)
         caught_up(primary, replica)
-        env = {"DATABASE_URL": url, "DB_READ_HOST": host_of(replica), "DB_READ_MAX_LAG": "1s", **NO_RETRIES}
+        env = {
+            "DATABASE_URL": url,
+            "DB_READ_HOST": host_of(replica),
+            "DB_READ_MAX_LAG": "1s",
+            "MONTAGE_FULL_RUN_READ": "scan",
+            **NO_RETRIES,
+        }
         data = Checkins(url)
         data.add_many([checkin(new_id(), AS_OF - days(i + 1), tags=["tea"]) for i in range(3)])
 
