@@ -22,9 +22,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from benchmarks.config import BENCH_DIR
+
+if TYPE_CHECKING:
+    from benchmarks.database import BenchDatabase
+    from benchmarks.io_stats import DatabaseIo
 
 # Variables that could point the child elsewhere or change its work: cleared, then set explicitly.
 _CLEARED = (
@@ -273,3 +277,37 @@ def _last(lines: list[dict[str, Any]], message: str) -> dict[str, Any] | None:
 
 def _timestamp(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def measured_run(
+    db: BenchDatabase,
+    io: DatabaseIo,
+    echo: Echo,
+    *,
+    label: str,
+    as_of: datetime,
+    batch_size: int,
+    concurrency: int,
+    full: bool,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> EngineRun:
+    """One run start to finish on a settled database: its I/O goes into `io.runs[label]`, its result to `echo`."""
+    db.settle()  # dirty pages of what came before are not flushed on the run's clock
+    before = db.io_snapshot()
+    run = finish_engine(
+        start_engine(
+            label=label,
+            database_url=db.url,
+            as_of=as_of,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            full=full,
+            log_dir=log_dir,
+            extra_env=extra_env,
+        )
+    )
+    io.runs[label] = db.io_snapshot().minus(before)
+    echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s, "
+         f"peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip
+    return run

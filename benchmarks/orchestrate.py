@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from benchmarks.config import BenchConfig, parse_config
 from benchmarks.database import BenchDatabase, PostgresDatabase
 from benchmarks.dataset import change_users, load_checkins, sample_users
 from benchmarks.duck_database import DuckDatabase
-from benchmarks.engine_runs import EngineRun, finish_engine, run_or_exit, start_engine
+from benchmarks.engine_runs import EngineRun, finish_engine, measured_run, run_or_exit, start_engine, stderr_echo
 from benchmarks.io_stats import IO_TABLES
 from benchmarks.machine import describe_machine
 from benchmarks.plot import write_plot
@@ -67,24 +66,18 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         def engine(
             label: str, batch_size: int, concurrency: int, full: bool, extra_env: dict[str, str] | None = None
         ) -> EngineRun:
-            db.settle()
-            before = db.io_snapshot()
-            run = finish_engine(
-                start_engine(
-                    label=label,
-                    database_url=db.url,
-                    as_of=config.as_of,
-                    batch_size=batch_size,
-                    concurrency=concurrency,
-                    full=full,
-                    log_dir=log_dir,
-                    extra_env=extra_env,
-                )
+            return measured_run(
+                db,
+                io,
+                echo,
+                label=label,
+                as_of=config.as_of,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                full=full,
+                log_dir=log_dir,
+                extra_env=extra_env,
             )
-            io.runs[label] = db.io_snapshot().minus(before)
-            echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s,"
-                 f" peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip
-            return run
 
         def fresh_full(label: str, batch_size: int, concurrency: int) -> EngineRun:
             """`--repeat` full runs on emptied tables; the one with the median job time."""
@@ -205,11 +198,7 @@ def _profile(
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_config(argv)
-    started = time.perf_counter()
-
-    def echo(message: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
-
+    echo = stderr_echo()
     results = run_or_exit(lambda: run_benchmark(config, echo), echo)
     config.results.parent.mkdir(parents=True, exist_ok=True)
     config.results.write_text(render(results))

@@ -36,7 +36,7 @@ from benchmarks.config import (
 from benchmarks.database import BenchDatabase, PostgresDatabase
 from benchmarks.dataset import load_checkins
 from benchmarks.duck_database import DuckDatabase
-from benchmarks.engine_runs import Echo, EngineRun, finish_engine, run_or_exit, start_engine, stderr_echo
+from benchmarks.engine_runs import Echo, EngineRun, measured_run, run_or_exit, stderr_echo
 from benchmarks.io_stats import IO_TABLES
 from benchmarks.machine import describe_machine
 from benchmarks.scale_plot import write_scale_plot
@@ -180,13 +180,12 @@ def _full_run(
     echo: Echo,
 ) -> EngineRun:
     """One `once --full` on emptied tables at the product's default settings; its I/O goes into point.io."""
-    label = f"full_{users}_{read or 'default'}_r{attempt}"
     db.reset_job_tables()
-    db.settle()  # dirty pages of the reset and the load are not flushed on the run's clock
-    before = db.io_snapshot()
-    started = start_engine(
-        label=label,
-        database_url=db.url,
+    return measured_run(
+        db,
+        point.io,
+        echo,
+        label=f"full_{users}_{read or 'default'}_r{attempt}",
         as_of=as_of,
         batch_size=PRODUCT_BATCH_SIZE,
         concurrency=PRODUCT_CONCURRENCY,
@@ -194,11 +193,6 @@ def _full_run(
         log_dir=log_dir,
         extra_env={FULL_RUN_READ: read} if read != DEFAULT_READ else None,
     )
-    run = finish_engine(started)
-    point.io.runs[label] = db.io_snapshot().minus(before)
-    echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s, "
-         f"peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip
-    return run
 
 
 def run_scale(config: ScaleConfig, echo: Echo) -> ScaleResults:
