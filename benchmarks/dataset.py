@@ -12,6 +12,7 @@ import pyarrow as pa
 from benchmarks.database import BenchDatabase
 from benchmarks.duck_database import DuckDatabase
 from montage_vec.datagen import SyntheticSpec, iter_checkin_batches
+from montage_vec.stores.migrations import unkeyed_checkins_ddl
 from montage_vec.stores.render import Timestamp
 
 _HEX_POSITIONS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
@@ -66,7 +67,7 @@ def uuid_array(text: pa.Array | pa.ChunkedArray) -> pa.Array:
 def load_checkins(db: BenchDatabase, spec: SyntheticSpec) -> LoadResult:
     """Create `checkins` without indexes, bulk-load it, then build the keys and indexes and run the DDL."""
     checkin_ddl = [s for s in db.ddl() if '"checkins"' in s]
-    create_table = [s.replace(" PRIMARY KEY", "", 1) for s in checkin_ddl if s.upper().startswith("CREATE TABLE")]
+    create_table = [s.replace("{checkins}", '"checkins"') for s in unkeyed_checkins_ddl(db.backend)]
     indexes = ['ALTER TABLE "checkins" ADD PRIMARY KEY ("id")'] + [s for s in checkin_ddl if "INDEX" in s.upper()]
     db.drop_tables("checkins")
     for statement in create_table:

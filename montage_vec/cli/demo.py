@@ -7,8 +7,9 @@ busiest user's montages goes to stdout, the logs to stderr.
 It builds the database in a folder of its own beside the target (`.<name>.demo-build/`) and
 moves the file into place only once the run completed: a demo that fails (out of memory, say)
 or is interrupted leaves no half-filled database that `health` or a run would take for a
-good one. Check-ins are generated and loaded a few thousand users at a time, into a table
-without indexes (sql/duckdb/source/demo_checkins.sql), so memory stays flat in `--users`,
+good one. Check-ins are generated and loaded a few thousand users at a time, into the job's
+own table without its keys (migrations.unkeyed_checkins_ddl: the job's queries on DuckDB scan
+and hash-join it, and demo's ids are unique by construction), so memory stays flat in `--users`,
 and in user_id order (datagen/batches.py), so a run's chunks read only their users' rows.
 """
 
@@ -107,10 +108,10 @@ def _load(session: SqlSession, users: int, seed: int, as_of: datetime) -> int:
     import polars as pl
 
     from montage_vec.datagen import SyntheticSpec, iter_checkin_batches
-    from montage_vec.stores.migrations import source_ddl
+    from montage_vec.stores.migrations import unkeyed_checkins_ddl
 
     with session.unit(write=True):
-        for statement in source_ddl(session.dialect.name, "demo_checkins"):
+        for statement in unkeyed_checkins_ddl(session.dialect.name):
             session.run(statement)
     session.migrate()  # finds the check-ins table there, so creates only the job's own tables
     loaded = 0

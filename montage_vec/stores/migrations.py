@@ -82,6 +82,16 @@ def source_ddl(backend: str, name: str) -> list[str]:
     return split_statements((sql_directory(backend) / "source" / f"{name}.sql").read_text())
 
 
+def unkeyed_checkins_ddl(backend: str) -> list[str]:
+    """The job's own check-ins table (own_checkins.sql) without its primary key and indexes.
+
+    For bulk loads that build them afterwards (the benchmarks) or never (`demo`: DuckDB holds an
+    ART index whole in memory while it writes the table, about 3 GB for 20 M check-ins).
+    """
+    tables = [s for s in source_ddl(backend, "own_checkins") if s.upper().startswith("CREATE TABLE")]
+    return [s.replace(" PRIMARY KEY", " NOT NULL", 1) for s in tables]
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
