@@ -71,17 +71,20 @@ WHERE NOT "changed" AND "montage_id" IN (
 )
 """
 
-# The chunk users' montages the engine no longer produces. PostgreSQL: one index probe per
-# user (OFFSET 0 keeps it from being flattened into a join). Planned as a join, the statistics'
-# underestimate of distinct users on a big table turns it into a scan of all montages per
-# chunk: at 1M users 0.36 s a chunk and growing with the table, against 0.01 s.
-CREATE_CHUNK_STALE_BY_PROBE = """
+# PostgreSQL: the chunk users' stored montages ("id", "user_id"), one index probe per user
+# (OFFSET 0 keeps it from being flattened into a join). Planned as a join on user_id, the
+# statistics' underestimate of distinct users on a big table turns it into a scan of all
+# montages per chunk: at 1M users 0.36 s a chunk and growing with the table, against 0.01 s.
+CHUNK_USERS_MONTAGES_BY_PROBE = """(SELECT DISTINCT "user_id"::UUID AS "user_id" FROM "stage_users") AS u
+CROSS JOIN LATERAL (SELECT "id", "user_id" FROM {montages} x WHERE x."user_id" = u."user_id" OFFSET 0)"""
+
+# The chunk users' montages the engine no longer produces.
+CREATE_CHUNK_STALE_BY_PROBE = f"""
 CREATE TEMP TABLE "chunk_stale" AS
 SELECT m."id" AS "montage_id", m."user_id"
-FROM (SELECT DISTINCT "user_id"::UUID AS "user_id" FROM "stage_users") AS u
-CROSS JOIN LATERAL (SELECT "id", "user_id" FROM {montages} x WHERE x."user_id" = u."user_id" OFFSET 0) AS m
+FROM {CHUNK_USERS_MONTAGES_BY_PROBE} AS m
 WHERE NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
-"""
+"""  # noqa: S608 - built once from constants
 
 CREATE_CHUNK_STALE_BY_JOIN = """
 CREATE TEMP TABLE "chunk_stale" AS
@@ -208,21 +211,16 @@ DROP_CHUNK_TABLES = (
 # row locks, unlike advisory locks, do not fill the server's shared lock table. A user's
 # very first montages have no row to lock yet: two writers of those collide on a key, and
 # the loser retries (see SqlSession.write_chunk), finding the winner's rows to lock.
-# The ids come from one index probe per user and are then locked by primary key: a join on
-# user_id is planned from the statistics, whose underestimate of distinct users on a big
-# table made it a scan of all montages per chunk.
-LOCK_CHUNK_USERS = """
+# The ids come from one index probe per user and are then locked by primary key (see
+# CHUNK_USERS_MONTAGES_BY_PROBE for why not a join on user_id).
+LOCK_CHUNK_USERS = f"""
 SELECT count(*) FROM (
-    SELECT 1 FROM {montages} m
-    WHERE m."id" = ANY(ARRAY(
-        SELECT x."id"
-        FROM (SELECT DISTINCT "user_id"::UUID AS "user_id" FROM "stage_users") AS u
-        CROSS JOIN LATERAL (SELECT "id" FROM {montages} y WHERE y."user_id" = u."user_id" OFFSET 0) AS x
-    ))
+    SELECT 1 FROM {{montages}} m
+    WHERE m."id" = ANY(ARRAY(SELECT p."id" FROM {CHUNK_USERS_MONTAGES_BY_PROBE} AS p))
     ORDER BY m."id"
     FOR NO KEY UPDATE
 ) AS "locked"
-"""
+"""  # noqa: S608 - built once from constants
 
 # Before a write reads anything of the chunk's users; a dry run, which writes nothing, skips them.
 PREPARE_CHUNK_WRITE = (
