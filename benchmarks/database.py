@@ -79,6 +79,14 @@ class BenchDatabase(ABC):
     def drop(self) -> None:
         """Delete the benchmark database."""
 
+    def keep_or_drop(self, keep: bool) -> str | None:
+        """At the end of a benchmark: close and keep the database (saying where), or delete it."""
+        if not keep:
+            self.drop()
+            return None
+        self.close()
+        return f"kept {self.display_name} (DATABASE_URL={self.url})"
+
     @abstractmethod
     def size_bytes(self) -> int: ...
 

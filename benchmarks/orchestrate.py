@@ -144,11 +144,8 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
             )
         profile = _profile(config, db, log_dir, batch_size, concurrency, echo) if config.profile else []
     finally:
-        if config.keep:
-            db.close()
-            echo(f"kept {db.display_name} (DATABASE_URL={db.url})")
-        else:
-            db.drop()
+        if (kept := db.keep_or_drop(config.keep)) is not None:
+            echo(kept)
     results = BenchResults(
         config=config,
         machine=machine,

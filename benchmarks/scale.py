@@ -161,11 +161,8 @@ def measure_size(config: ScaleConfig, users: int, log_dir: Path, echo: Echo) -> 
         point.io.sizes += db.table_sizes(IO_TABLES[1:])
         point.io.size_after_full = db.size_bytes()
     finally:
-        if config.keep:
-            db.close()
-            echo(f"kept {db.display_name} (DATABASE_URL={db.url})")
-        else:
-            db.drop()
+        if (kept := db.keep_or_drop(config.keep)) is not None:
+            echo(kept)
     return point
 
 
