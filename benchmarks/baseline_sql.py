@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from benchmarks.cpu_stats import CpuTimes
 from benchmarks.database import BenchDatabase
 from montage_vec.engine import MontageParams
 from montage_vec.stores.render import Timestamp
@@ -111,6 +112,7 @@ class SqlResult:
     differing_montages: int = 0
     sigma_montages: int = 0
     examples: list[str] = field(default_factory=list)
+    cpu: CpuTimes | None = None  # of the two timed statements
 
     @property
     def seconds(self) -> float:
@@ -142,12 +144,16 @@ def statements(backend: str, as_of: datetime, params: MontageParams) -> tuple[st
 def run_sql_baseline(db: BenchDatabase, as_of: datetime, params: MontageParams) -> SqlResult:
     db.create_montage_tables(PREFIX)
     insert_montages, insert_items = statements(db.backend, as_of, params)
+    cpu_before = db.cpu_times()
     started = time.perf_counter()
     db.execute(insert_montages)
     between = time.perf_counter()
     db.execute(insert_items)
     finished = time.perf_counter()
-    return _compare(db, between - started, finished - between)
+    cpu = db.cpu_times().minus(cpu_before)
+    result = _compare(db, between - started, finished - between)
+    result.cpu = cpu
+    return result
 
 
 _ONLY_IN = """SELECT '{side}' AS "side", x."kind", x."interest", x."user_id"::VARCHAR AS "user_id" FROM "{a}" x

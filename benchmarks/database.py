@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import adbc_driver_postgresql.dbapi as pg
 import pyarrow as pa
 
-from benchmarks import io_stats
+from benchmarks import cpu_stats, io_stats
+from benchmarks.cpu_stats import CpuTimes
 from benchmarks.io_stats import DatabaseIo, IoSnapshot, TableSize
 from montage_vec.config import load_settings
 from montage_vec.stores import open_store
@@ -103,6 +104,10 @@ class BenchDatabase(ABC):
     def io_snapshot(self) -> IoSnapshot:
         """The database's block counters (PostgreSQL only) and the machine's disk reads, now."""
         return IoSnapshot(None, io_stats.disk_read_bytes())
+
+    def cpu_times(self) -> CpuTimes:
+        """CPU seconds so far: this process and its children, the server's (where it runs here), the machine's."""
+        return cpu_stats.cpu_times(local_server=False)  # DuckDB's work is the job's own
 
     def settle(self) -> None:
         """Flush dirty pages now rather than during the next timed step, and let go of the DuckDB file."""
@@ -294,6 +299,9 @@ class PostgresDatabase(BenchDatabase):
         # Our own session too must end for its statistics to be published (see pg_counters).
         self.close()
         return IoSnapshot(io_stats.pg_counters(self._url), io_stats.disk_read_bytes())
+
+    def cpu_times(self) -> CpuTimes:
+        return cpu_stats.cpu_times(local_server=cpu_stats.is_local(self._url))
 
     def reset_job_tables(self) -> str:
         self.execute("TRUNCATE " + ", ".join(f'"{name}"' for name in JOB_TABLES))

@@ -294,7 +294,7 @@ def measured_run(
 ) -> EngineRun:
     """One run start to finish on a settled database: its I/O goes into `io.runs[label]`, its result to `echo`."""
     db.settle()  # dirty pages of what came before are not flushed on the run's clock
-    before = db.io_snapshot()
+    before, cpu_before = db.io_snapshot(), db.cpu_times()
     run = finish_engine(
         start_engine(
             label=label,
@@ -307,6 +307,7 @@ def measured_run(
             extra_env=extra_env,
         )
     )
+    io.cpu[label] = db.cpu_times().minus(cpu_before)
     io.runs[label] = db.io_snapshot().minus(before)
     echo(f"  {label}: {run.processed:,} users in {run.job_seconds:.2f} s = {run.users_per_second:,.0f} users/s, "
          f"peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")  # fmt: skip

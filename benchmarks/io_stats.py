@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import adbc_driver_postgresql.dbapi as pg
 
 from montage_vec.stores.backends.postgres import APPLICATION_NAME
+
+if TYPE_CHECKING:
+    from benchmarks.cpu_stats import CpuTimes
 
 PG_SETTINGS = ("shared_buffers", "effective_cache_size", "work_mem", "max_wal_size")
 IO_TABLES = ("checkins", "montages", "montage_items")
@@ -114,6 +117,7 @@ class DatabaseIo:
     sizes: list[TableSize] = field(default_factory=list)  # checkins after loading, the rest after the full run
     size_after_full: int = 0  # the whole database (DuckDB: the file) after the full run
     runs: dict[str, IoSnapshot] = field(default_factory=dict)  # run label -> what the run read
+    cpu: dict[str, CpuTimes] = field(default_factory=dict)  # run label (or baseline) -> where its CPU went
 
 
 def hit_ratio(read: int, hit: int) -> float | None:

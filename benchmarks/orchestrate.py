@@ -13,6 +13,7 @@ from benchmarks.baseline_loop import run_loop
 from benchmarks.baseline_sql import PREFIX as SQL_PREFIX
 from benchmarks.baseline_sql import run_sql_baseline
 from benchmarks.config import BenchConfig, parse_config
+from benchmarks.cpu_stats import FLOOR_CPU, SQL_BASELINE_CPU
 from benchmarks.database import BenchDatabase, PostgresDatabase
 from benchmarks.dataset import change_users, load_checkins, sample_users
 from benchmarks.duck_database import DuckDatabase
@@ -108,11 +109,14 @@ def run_benchmark(config: BenchConfig, echo: Echo) -> BenchResults:
         db.settle()
         sql = run_sql_baseline(db, config.as_of, params)
         db.drop_tables(f"{SQL_PREFIX}montage_items", f"{SQL_PREFIX}montages")
+        if sql.cpu is not None:
+            io.cpu[SQL_BASELINE_CPU] = sql.cpu
         echo(f"  {sql.seconds:.2f} s; montage counts {'equal' if sql.counts_match else 'DIFFER from'} the engine's")
 
         echo("baseline 3: transfer floor")
         db.settle()
         floor = run_transfer_floor(db, config.out / "scratch")
+        io.cpu[FLOOR_CPU] = floor.cpu
         echo(f"  read {floor.read_rows:,} rows in {floor.read_seconds:.2f} s, "
              f"wrote {floor.write_rows:,} rows in {floor.write_seconds:.2f} s")  # fmt: skip
 

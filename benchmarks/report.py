@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from benchmarks.cpu_stats import FLOOR_CPU, SQL_BASELINE_CPU, render_cpu
 from benchmarks.engine_runs import STAGES, EngineRun
 from benchmarks.io_stats import render_io
 from benchmarks.results import BenchResults
@@ -269,6 +270,10 @@ def render(results: BenchResults) -> str:
     lines = _context(results) + _ratios(results) + _runs(results) + _stages(results)
     io_runs = [(run.label, run.label) for run in (results.full, results.incremental, results.reconciling)]
     lines += render_io(results.io, io_runs, results.machine.ram_bytes)
+    cpu_runs = [*io_runs, ("baseline 2: set-based SQL", SQL_BASELINE_CPU), ("baseline 3: transfer floor", FLOOR_CPU)]
+    if results.io is not None:
+        shown = [(name, results.io.cpu[label]) for name, label in cpu_runs if label in results.io.cpu]
+        lines += render_cpu(shown, results.machine.cpus)
     lines += _baselines(results) + _sweep(results) + render_shards(results.shards)
     lines += results.profile
     if results.notes:

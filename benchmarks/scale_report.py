@@ -135,10 +135,16 @@ def _context(results: ScaleResults) -> list[str]:
     ]
 
 
+def _server_cpu(io: DatabaseIo, label: str) -> str:
+    """The server's CPU during the run (cpu_stats), where the server runs on this machine."""
+    cpu = io.cpu.get(label)
+    return _s(cpu.server) if cpu is not None and cpu.server is not None else "-"
+
+
 def _results_table(results: ScaleResults) -> list[str]:
     stages = _stages(results)
     header = ["users", "read", "check-ins", "job time", "users/s", "µs per user", "vs smallest", "peak RSS",
-              "job CPU", *stages]  # fmt: skip
+              "job CPU", "server CPU", *stages]  # fmt: skip
     if results.repeat > 1:
         header.append("job times of the repeats")
     rows = []
@@ -148,7 +154,7 @@ def _results_table(results: ScaleResults) -> list[str]:
             run = point.median(read)
             row = [f"{point.users:,}", read_label(read), f"{run.checkins:,}", _s(run.job_seconds),
                    f"{run.users_per_second:,.0f}", f"{per_user_us(run):,.1f}", f"{per_user_us(run) / smallest:.2f}x",
-                   f"{run.peak_rss_bytes / MIB:,.0f} MiB", _s(run.cpu_seconds),
+                   f"{run.peak_rss_bytes / MIB:,.0f} MiB", _s(run.cpu_seconds), _server_cpu(point.io, run.label),
                    *(_s(run.stage_seconds[s]) if s in run.stage_seconds else "-" for s in stages)]  # fmt: skip
             if results.repeat > 1:
                 row.append(", ".join(_s(r.job_seconds) for r in point.runs[read]))
@@ -157,7 +163,9 @@ def _results_table(results: ScaleResults) -> list[str]:
         "## Results",
         "",
         "Stage seconds are summed over chunks (so over concurrent workers); *scan* is a full run's one sequential "
-        "read of the check-ins, before the chunks. *vs smallest*: per-user time over the smallest size's.",
+        "read of the check-ins, before the chunks. *vs smallest*: per-user time over the smallest size's. "
+        "*Server CPU*: every local `postgres` process during the run (`-`: no local server); job and server "
+        "share the machine's cores, so (job + server CPU) / cores is the least wall time that work allows.",
         "",
         *markdown_table(header, rows),
         "",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from benchmarks.cpu_stats import CpuTimes
 from benchmarks.database import BenchDatabase
 from montage_vec.stores.statements import EXTRACT_ALL_CHECKINS
 
@@ -41,6 +42,7 @@ class FloorResult:
     write_seconds: float
     write_rows: int
     write_bytes: int
+    cpu: CpuTimes  # of the timed read and writes together
 
     @property
     def seconds(self) -> float:
@@ -64,6 +66,7 @@ def run_transfer_floor(db: BenchDatabase, scratch: Path) -> FloorResult:
     db.drop_tables(*TABLES)
 
     read_rows = read_bytes = 0
+    cpu_before = db.cpu_times()
     started = time.perf_counter()
     with db.reader(READ_ALL) as batches:
         for batch in batches:
@@ -79,9 +82,11 @@ def run_transfer_floor(db: BenchDatabase, scratch: Path) -> FloorResult:
             started = time.perf_counter()
             db.ingest(table, reader, create=True)
             write_seconds += time.perf_counter() - started
+    cpu = db.cpu_times().minus(cpu_before)
+    for table, path in files.items():
         write_rows += int(db.scalar(f'SELECT count(*) FROM "{table}"'))  # noqa: S608 - constant names
         write_bytes += path.stat().st_size
     db.drop_tables(*TABLES)
     for path in files.values():
         path.unlink(missing_ok=True)
-    return FloorResult(read_seconds, read_rows, read_bytes, write_seconds, write_rows, write_bytes)
+    return FloorResult(read_seconds, read_rows, read_bytes, write_seconds, write_rows, write_bytes, cpu)
