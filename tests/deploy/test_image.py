@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.engine_runs import JEMALLOC_CONF, child_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 BUILD_TIMEOUT = 600  # seconds, a hang guard: a cold uv cache downloads ~150 MB of wheels
@@ -145,3 +147,11 @@ def test_image_venv_runs_the_demo(image_venv: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "montage.duckdb").exists()
     assert "Batch job completed" in result.stderr  # demo logs on stderr, its listing on stdout
+
+
+def test_benchmarks_measure_the_images_allocator_setting() -> None:
+    """The benchmark's runs use the image's jemalloc setting, so its numbers are the shipped job's."""
+    [env] = dockerfile_stages()[-1].arguments("ENV")
+    assert f"_RJEM_MALLOC_CONF={JEMALLOC_CONF}" in env.split()
+    environment = child_environment("postgresql://u@h/db", 2500, 2)
+    assert environment["_RJEM_MALLOC_CONF"] == os.environ.get("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
