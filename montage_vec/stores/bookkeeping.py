@@ -113,7 +113,7 @@ class RunBookkeeping(SqlCore):
     def _record_run(self, run: RunRecord) -> None:
         event = [run.event_type, run.job_id, run.finished_at or run.started_at, run.event_payload()]
         self.run(statements.RECORD_RUN, [getattr(run, column) for column in statements.RUN_COLUMNS])
-        self.run(statements.RECORD_JOB_EVENT, event)
+        self.run(self._dialect.record_job_event, event)
 
     def _check_lease(self, lease: Lease | None) -> None:
         """LeaseLostError unless `lease` is still the shard's (inside the caller's transaction)."""

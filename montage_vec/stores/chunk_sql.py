@@ -12,6 +12,8 @@ Only montages whose content differs from what is stored are rewritten, so a re-r
 unchanged data writes nothing and readers' caches stay valid. The detection (the TEMP
 tables chunk_montages, chunk_stale and chunk_changed_users) only reads the job's tables: a
 dry run runs it alone, reads SELECT_DIFF and rolls back (see `SqlSession.diff_chunk`).
+
+DuckDB's variants, and its writes on tables without keys, are in backends/duckdb_sql.py.
 """
 
 from __future__ import annotations
@@ -55,22 +57,6 @@ WHERE NOT "changed" AND "montage_id" IN (
 )
 """
 
-# DuckDB: its vectorized hash join beats per-row probes.
-MARK_CHANGED_ITEMS_BY_JOIN = """
-UPDATE "chunk_montages" SET "changed" = TRUE
-WHERE NOT "changed" AND "montage_id" IN (
-    SELECT c."montage_id"
-    FROM "stage_items" si
-    JOIN "chunk_montages" c ON c."montage_nr" = si."montage_nr" AND NOT c."changed"
-    LEFT JOIN {montage_items} mi ON mi."montage_id" = c."montage_id" AND mi."position" = si."position"
-    WHERE mi."montage_id" IS NULL
-       OR mi."checkin_id" <> si."checkin_id"::UUID
-       OR mi."checkin_created_at" <> si."checkin_created_at"
-       OR mi."widget_type" <> si."widget_type"
-       OR mi."widget_metadata" <> si."widget_metadata"::{json}
-)
-"""
-
 # PostgreSQL: the chunk users' stored montages ("id", "user_id"), one index probe per user
 # (OFFSET 0 keeps it from being flattened into a join). Planned as a join on user_id, the
 # statistics' underestimate of distinct users on a big table turns it into a scan of all
@@ -85,14 +71,6 @@ SELECT m."id" AS "montage_id", m."user_id"
 FROM {CHUNK_USERS_MONTAGES_BY_PROBE} AS m
 WHERE NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
 """  # noqa: S608 - built once from constants
-
-CREATE_CHUNK_STALE_BY_JOIN = """
-CREATE TEMP TABLE "chunk_stale" AS
-SELECT m."id" AS "montage_id", m."user_id"
-FROM {montages} m
-WHERE m."user_id" IN (SELECT "user_id"::UUID FROM "stage_users")
-  AND NOT EXISTS (SELECT 1 FROM "chunk_montages" c WHERE c."montage_id" = m."id")
-"""
 
 # The users the write touches, with their counts (for the cache invalidation events). It reads
 # only the TEMP tables above, which the writes below leave as they are.
@@ -119,14 +97,6 @@ DELETE FROM {montage_items} WHERE "montage_id" = ANY(ARRAY(
     UNION ALL
     SELECT "montage_id" FROM "chunk_montages" WHERE "changed" AND "stored"
 ))
-"""
-
-DELETE_REPLACED_ITEMS_BY_JOIN = """
-DELETE FROM {montage_items} WHERE "montage_id" IN (
-    SELECT "montage_id" FROM "chunk_stale"
-    UNION ALL
-    SELECT "montage_id" FROM "chunk_montages" WHERE "changed" AND "stored"
-)
 """
 
 DELETE_STALE_MONTAGES = """

@@ -65,11 +65,11 @@ def chunk_statements(dialect: Dialect, analytics: bool) -> tuple[str, ...]:
         *detection_statements(dialect),
         *dialect.analyze_chunk_tables,
         dialect.delete_replaced_items,
-        chunk_sql.DELETE_STALE_MONTAGES,
-        chunk_sql.UPSERT_CHANGED_MONTAGES,
-        chunk_sql.INSERT_CHANGED_ITEMS,
-        *((chunk_sql.INSERT_GENERATED_EVENTS,) if analytics else ()),
-        chunk_sql.INSERT_INVALIDATED_EVENTS,
+        dialect.delete_stale_montages,
+        *dialect.upsert_changed_montages,
+        dialect.insert_changed_items,
+        *((dialect.insert_generated_events,) if analytics else ()),
+        dialect.insert_invalidated_events,
         chunk_sql.CLEAR_RETRIES,
     )
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from montage_vec.stores import chunk_sql, statements
 from montage_vec.stores.faults import Fault
 from montage_vec.stores.render import Keyword
 
@@ -41,6 +42,14 @@ class Dialect:
     analyze_chunk_tables: tuple[str, ...] = ()
     # Statements a chunk write (not a dry run's diff) runs first: its row locks and markers.
     prepare_chunk_write: tuple[str, ...] = ()
+    # The writes of the job's rows. By default those of tables with the contract's keys
+    # (ON CONFLICT); DuckDB's tables have none (sql/duckdb/008), nor its statements ON CONFLICT.
+    delete_stale_montages: str = chunk_sql.DELETE_STALE_MONTAGES
+    upsert_changed_montages: tuple[str, ...] = (chunk_sql.UPSERT_CHANGED_MONTAGES,)
+    insert_changed_items: str = chunk_sql.INSERT_CHANGED_ITEMS
+    insert_generated_events: str = chunk_sql.INSERT_GENERATED_EVENTS
+    insert_invalidated_events: str = chunk_sql.INSERT_INVALIDATED_EVENTS
+    record_job_event: str = statements.RECORD_JOB_EVENT
 
 
 class Connection(Protocol):

@@ -28,7 +28,8 @@ from montage_vec.errors import (
     SchemaStoreError,
     StoreError,
 )
-from montage_vec.stores import chunk_sql, statements
+from montage_vec.stores import statements
+from montage_vec.stores.backends import duckdb_sql
 from montage_vec.stores.backends.base import Dialect
 from montage_vec.stores.backends.duckdb_faults import Room, classify, is_invalidated
 from montage_vec.stores.faults import Fault
@@ -39,10 +40,21 @@ DUCKDB = Dialect(
     json_type=Keyword("JSON"),
     json_object=Keyword("json_object"),
     extract_from_staged_users=True,
-    mark_changed_items=chunk_sql.MARK_CHANGED_ITEMS_BY_JOIN,
-    create_chunk_stale=chunk_sql.CREATE_CHUNK_STALE_BY_JOIN,
-    delete_replaced_items=chunk_sql.DELETE_REPLACED_ITEMS_BY_JOIN,
+    mark_changed_items=duckdb_sql.MARK_CHANGED_ITEMS,
+    create_chunk_stale=duckdb_sql.CREATE_CHUNK_STALE,
+    delete_replaced_items=duckdb_sql.DELETE_REPLACED_ITEMS,
     current_lease=statements.CURRENT_LEASE,
+    # Tables without keys (sql/duckdb/008): no ON CONFLICT.
+    delete_stale_montages=duckdb_sql.DELETE_STALE_MONTAGES,
+    upsert_changed_montages=(
+        duckdb_sql.UPDATE_STORED_MONTAGES,
+        duckdb_sql.CHECK_NEW_MONTAGE_IDS,
+        duckdb_sql.INSERT_NEW_MONTAGES,
+    ),
+    insert_changed_items=duckdb_sql.INSERT_CHANGED_ITEMS,
+    insert_generated_events=duckdb_sql.INSERT_GENERATED_EVENTS,
+    insert_invalidated_events=duckdb_sql.INSERT_INVALIDATED_EVENTS,
+    record_job_event=duckdb_sql.RECORD_JOB_EVENT,
 )
 
 
