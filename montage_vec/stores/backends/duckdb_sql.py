@@ -112,16 +112,20 @@ def _unless_stored(new_events: str) -> str:
 
     An id is md5(type/aggregate/job_id), and a chunk's events occur at its run's generated_at,
     the same for every chunk of a job: so a stored event of the same id has the same job_id and
-    occurred_at too. Naming them lets the outbox's zone maps (it is appended in time order)
-    skip all but the newest row groups instead of reading every id the outbox ever held.
+    occurred_at too. The stored events are looked for among those of the new events' jobs and
+    times: the outbox is appended in time order, so its zone maps skip all but its newest row
+    groups. Written as a plain NOT EXISTS on (occurred_at, job_id, id), DuckDB hashed or scanned
+    the whole outbox per chunk (0.1-0.5 s at 1M users, 2.3M events).
     """
     return f"""
 INSERT INTO {{montage_events}} ("id", "type", "aggregate_id", "job_id", "occurred_at", "payload")
-SELECT n.* FROM ({new_events}) AS n
-WHERE NOT EXISTS (
-    SELECT 1 FROM {{montage_events}} e
-    WHERE e."occurred_at" = n."occurred_at" AND e."job_id" = n."job_id" AND e."id" = n."id"
-)
+WITH "new_events" AS ({new_events})
+SELECT n.* FROM "new_events" n
+ANTI JOIN (
+    SELECT e."id" FROM {{montage_events}} e
+    WHERE e."occurred_at" IN (SELECT "occurred_at" FROM "new_events")
+      AND e."job_id" IN (SELECT "job_id" FROM "new_events")
+) AS "stored" ON "stored"."id" = n."id"
 """  # noqa: S608 - built once from constants
 
 
