@@ -47,7 +47,7 @@ def test_spills_beside_the_database_file_by_default(tmp_path: Path) -> None:
         connection = store._backend.connect()
         try:
             assert setting(connection, "temp_directory") == f"{tmp_path}/m.duckdb.tmp"
-            assert setting(connection, "memory_limit") == "244.1 MiB"  # DUCKDB_MEMORY_LIMIT's 256MB
+            assert setting(connection, "memory_limit") == "122.0 MiB"  # DUCKDB_MEMORY_LIMIT's 128MB
         finally:
             connection.close()
 
