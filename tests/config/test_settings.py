@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "db_read_host": None,
     "db_read_max_lag": timedelta(seconds=30),
     "db_max_open_conns": None,
-    "duckdb_memory_limit": "128MB",
+    "duckdb_memory_limit": "64MB",
     "duckdb_temp_directory": None,
     "montage_source": "checkins",
     "montage_schema": None,

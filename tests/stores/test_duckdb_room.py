@@ -47,7 +47,7 @@ def test_spills_beside_the_database_file_by_default(tmp_path: Path) -> None:
         connection = store._backend.connect()
         try:
             assert setting(connection, "temp_directory") == f"{tmp_path}/m.duckdb.tmp"
-            assert setting(connection, "memory_limit") == "122.0 MiB"  # DUCKDB_MEMORY_LIMIT's 128MB
+            assert setting(connection, "memory_limit") == "61.0 MiB"  # DUCKDB_MEMORY_LIMIT's 64MB
         finally:
             connection.close()
 
