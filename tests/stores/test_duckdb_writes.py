@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import pytest
 from montage_vec.config import load_settings
 from montage_vec.engine import compute_montages
 from montage_vec.stores import ChunkWrite, SqlSession, migrations, open_store
+from montage_vec.stores.backends.duckdb import DuckDBBackend
 from tests.support.data import AS_OF, CHECKIN_FRAME_SCHEMA, checkin, checkin_frame
 
 COFFEE = "00000000-0000-4000-8000-00000000c0ff"
@@ -229,3 +231,30 @@ def test_migration_008_keeps_every_row(tmp_path: Path, monkeypatch: pytest.Monke
         record_job_event(session, "job-3")
         after = contents(session)
     assert after == run_scenario(f"duckdb:///{tmp_path}/fresh.duckdb")
+
+
+def test_writers_of_one_file_take_turns_across_backends(tmp_path: Path) -> None:
+    """The scheduler opens a backend per run and per realtime regeneration: without keys, two
+    write transactions on the file at once could each insert the same new montage, so a write
+    on one backend waits for the other backend's write to end."""
+    path = str(tmp_path / "shared.duckdb")
+    first, second = DuckDBBackend(path), DuckDBBackend(path)
+    holder, waiter = first.connect(), second.connect()
+    entered = threading.Event()
+
+    def write_on_second() -> None:
+        with waiter.transaction(write=True):
+            entered.set()
+
+    try:
+        with holder.transaction(write=True):
+            thread = threading.Thread(target=write_on_second)
+            thread.start()
+            assert not entered.wait(0.5), "a second writer of the file got in while the first was writing"
+        assert entered.wait(10), "the second writer never got in after the first committed"
+        thread.join(10)
+    finally:
+        holder.close()
+        waiter.close()
+        first.close()
+        second.close()

@@ -96,7 +96,7 @@ class DuckDBBackend:
         self._database: duckdb.DuckDBPyConnection | None = None
         self._invalidated = threading.Event()  # set by a connection that saw DuckDB give up on the database
         self._open_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = _write_lock_of(path)
 
     def connect(self) -> DuckDBConnection:
         with self._open_lock:
@@ -142,6 +142,21 @@ class DuckDBBackend:
                     "(show, explain, health and once --dry-run open it read-only)"
                 ) from None
             raise StoreError(f"cannot open DuckDB file {path}: {redact(str(exc))}") from None
+
+
+# One write lock per database file in this process, however many backends open it: the
+# scheduler opens one for a run and one per realtime regeneration, and DuckDB lets them share
+# the file. Without keys on the job's tables (sql/duckdb/008), two write transactions of one
+# user at once could each insert the same new montage; taking turns per file rules that out.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock_of(path: str) -> threading.Lock:
+    if path == ":memory:":  # each in-memory database is its own
+        return threading.Lock()
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(str(Path(path).resolve()), threading.Lock())
 
 
 def require_file(path: str) -> None:

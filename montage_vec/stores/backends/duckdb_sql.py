@@ -5,7 +5,8 @@ Since migration sql/duckdb/008, `montages` and `montage_events` have no primary 
 ON CONFLICT. Each statement below does what its shared counterpart in chunk_sql / statements
 does with ON CONFLICT, inside the same transaction, so the rows written are the same. That
 relies on one writer at a time per user: on DuckDB one process holds the file read-write and
-every write transaction in it holds the backend's write lock from its first read to its commit.
+every write transaction in it holds the file's write lock (one per file, however many backends
+the process opened on it) from its first read to its commit.
 
 `montage_items` also carries its montage's `user_id` (DuckDB only), and the chunk's joins name
 the chunk's users: chunks are ranges of sorted user ids and the tables are written in that
