@@ -259,6 +259,16 @@ def next_watermark(
     return max(min(seen), previous) if previous else min(seen)
 
 
+def chunk_size(candidates: int, settings: Settings) -> int:
+    """MONTAGE_BATCH_SIZE users per chunk, or fewer where that leaves a worker idle.
+
+    A run smaller than one chunk per worker is split evenly across the workers: an incremental
+    run of 1,000 users on two workers runs two chunks of 500 at once, not one of 1,000 alone.
+    """
+    workers = settings.chunk_workers()
+    return max(1, min(settings.montage_batch_size, -(-candidates // workers)))
+
+
 def chunked(user_ids: pl.Series, size: int) -> Iterator[pl.Series]:
     """Consecutive slices of at most `size` users (zero-copy)."""
     for offset in range(0, len(user_ids), size):

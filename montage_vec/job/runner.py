@@ -43,6 +43,7 @@ from montage_vec.job.plan import (
     CandidatePlan,
     RunOptions,
     check_as_of,
+    chunk_size,
     chunked,
     consumed_changes,
     find_candidates,
@@ -202,7 +203,7 @@ class _Run:
             checkin_budget=chunk_checkin_budget(self.settings.montage_memory_budget, self.settings.chunk_workers()),
         )
         first_error: BaseException | None = None
-        self.summary.chunks_total = -(-len(users) // self.settings.montage_batch_size)
+        self.summary.chunks_total = -(-len(users) // chunk_size(len(users), self.settings))
         started = time.perf_counter()
         with (
             ThreadSessions(self.store) as sessions,
@@ -245,7 +246,7 @@ class _Run:
         The run lock is checked before each chunk starts: when its connection died, it is
         taken again (see ShardLock.ensure), or a failed future says that another run has it.
         """
-        chunks = enumerate(chunked(users, self.settings.montage_batch_size), start=1)
+        chunks = enumerate(chunked(users, chunk_size(len(users), self.settings)), start=1)
         in_flight: dict[Future[ChunkResult], int] = {}
         while True:
             while len(in_flight) < self.settings.chunk_workers() and not self.control.stopping:

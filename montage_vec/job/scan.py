@@ -32,7 +32,7 @@ from montage_vec.errors import RunFailed, StoreError
 from montage_vec.job.backoff import RetryPolicy
 from montage_vec.job.control import RunControl
 from montage_vec.job.memory import spool_buffer_budget
-from montage_vec.job.plan import chunked
+from montage_vec.job.plan import chunk_size, chunked
 from montage_vec.job.sessions import close_quietly
 from montage_vec.job.spool import CheckinSpool, scratch_directory
 from montage_vec.job.summary import RunSummary
@@ -62,7 +62,7 @@ def chunk_checkins(
     if source is not None or summary.mode != "full" or settings.montage_full_run_read != "scan":
         yield source
         return
-    chunks = list(chunked(users, settings.montage_batch_size))
+    chunks = list(chunked(users, chunk_size(len(users), settings)))
     buffer_bytes = spool_buffer_budget(settings.montage_memory_budget)
     started = time.perf_counter()
     with scratch_directory(settings.montage_scratch_dir) as directory:

@@ -93,7 +93,7 @@ def test_named_dry_run_logs_each_change_and_agrees_with_its_counts(database_url:
     load_checkins(database_url, [checkin(edited, AS_OF - days(0.5), tags=["tea"]), checkin(fresh, AS_OF - days(1))])
     users = [arg for user in (stays, edited, fresh) for arg in ("--user-id", user)]
 
-    dry = run_once(run_cli, database_url, "--dry-run", *users)
+    dry = run_once(run_cli, database_url, "--dry-run", "--concurrency", "1", *users)  # one chunk line
 
     changes = [line for line in dry.logs if line["message"].startswith("dry run: montage would be ")]
     summary = dry.log("Batch job completed")

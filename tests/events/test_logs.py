@@ -357,7 +357,7 @@ def test_user_service_failure_leaks_no_secret(duckdb_url: str, run_cli) -> None:
     some_checkins(duckdb_url, users=2)
     with FakeService(echo_key) as users_service:
         env = {**secrets, "USER_SERVICE_URL": users_service.url, "USER_SERVICE_RETRIES": "1", "LOG_LEVEL": "debug"}
-        result = run_once(run_cli, duckdb_url, env=env)
+        result = run_once(run_cli, duckdb_url, "--concurrency", "1", env=env)  # one chunk, one notice
         assert len(users_service.requests) == 2
     assert any("cache invalidation" in entry["message"] for entry in result.logs if entry["level"] == "error")
     stored = json.dumps(events(duckdb_url), default=str) + run_log_messages(duckdb_url)

@@ -186,7 +186,7 @@ def test_a_split_chunk_whose_every_user_fails_fails_the_run(
     users, before = prepare_failing_run(database_url, run_cli, 12)
     calls = counting_engine(monkeypatch, InputDataError("x"))
 
-    result = once(run_cli, database_url, "--full")  # one chunk of 12 users
+    result = once(run_cli, database_url, "--full", "--concurrency", "1")  # one chunk of 12 users
 
     failed = assert_failed(result, "ChunkFailedWhole")
     assert "InputDataError: x" in failed["error"], failed
@@ -295,7 +295,7 @@ def test_a_chunk_beyond_the_memory_budget_says_so_before_it_is_computed(database
     tight = {"MONTAGE_MEMORY_BUDGET": "180MiB"}  # the model's base alone: no check-in fits
 
     roomy = once(run_cli, database_url, "--full", "--batch-size", "10")
-    warned = once(run_cli, database_url, "--full", "--batch-size", "50", env=tight)
+    warned = once(run_cli, database_url, "--full", "--batch-size", "50", "--concurrency", "1", env=tight)
 
     assert MEMORY_WARNING not in roomy.messages()
     line = warned.log(MEMORY_WARNING)

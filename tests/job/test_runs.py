@@ -577,8 +577,25 @@ def test_small_chunks_in_parallel_match_one_chunk(database_url: str, run_cli) ->
     assert_matches_recompute(database_url, data.all(), AS_OF)
 
     # One chunk of everyone agrees with what the small chunks wrote.
-    one = run_once(run_cli, database_url, "--full", "--batch-size", "1000", as_of=AS_OF).log("Batch job completed")
-    assert (one["chunks"], one["processed"], one["montages_written"], one["montages_removed"]) == (1, 20, 0, 0)
+    one = run_once(run_cli, database_url, "--full", "--batch-size", "1000", "--concurrency", "1", as_of=AS_OF)
+    done = one.log("Batch job completed")
+    assert (done["chunks"], done["processed"], done["montages_written"], done["montages_removed"]) == (1, 20, 0, 0)
+
+
+def test_a_run_smaller_than_a_chunk_per_worker_is_split_across_the_workers(database_url: str, run_cli) -> None:
+    data = Checkins(database_url)
+    data.add_many(row for n in range(7) for row in tagged_rows(new_id(), "coffee", 3, start=n % 4 + 1))
+
+    result = run_once(run_cli, database_url, "--batch-size", "100", "--concurrency", "2", as_of=AS_OF)
+    committed = [entry for entry in result.logs if entry["message"] == "chunk committed"]
+    assert sorted(entry["users"] for entry in committed) == [3, 4]  # 7 users, 2 workers: 4 and 3, not 7 and 0
+    assert {entry["chunks_total"] for entry in committed} == {2}
+    assert result.log("Batch job completed")["processed"] == 7
+    assert_matches_recompute(database_url, data.all(), AS_OF)
+
+    # A run of at least a chunk per worker keeps MONTAGE_BATCH_SIZE: 7 users in chunks of 3.
+    again = run_once(run_cli, database_url, "--full", "--batch-size", "3", "--concurrency", "2", as_of=AS_OF)
+    assert sorted(entry["users"] for entry in again.logs if entry["message"] == "chunk committed") == [1, 3, 3]
 
 
 # -- the run log and the watermark --------------------------------------------------------------
