@@ -228,7 +228,8 @@ def test_service_failing_mid_run_keeps_the_watermark_and_logs_the_run(duckdb_url
         return data.respond(request)
 
     with FakeService(no_queries) as service:
-        result = run_cli("once", env={"DATABASE_URL": duckdb_url, **http_env(service, CHUNK_RETRY_ATTEMPTS="0")})
+        one_chunk = {"CHUNK_RETRY_ATTEMPTS": "0", "MAX_CONCURRENT_GENERATIONS": "1"}
+        result = run_cli("once", env={"DATABASE_URL": duckdb_url, **http_env(service, **one_chunk)})
         assert len(service.received("POST", f"{BASE}/query")) == 4  # the client's 3 retries, once each chunk try
     assert result.exit_code == 1
     assert f"{BASE}/query" in result.stderr and "503" in result.stderr

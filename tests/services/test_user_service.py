@@ -84,7 +84,8 @@ def test_more_than_a_thousand_users_are_split_into_calls_of_at_most_1000(duckdb_
     users = sorted(new_id() for _ in range(1001))
     load_checkins(duckdb_url, [checkin(user, AS_OF - days(1)) for user in users])
     with FakeService(ok) as service:
-        run_once(run_cli, duckdb_url, env=service_env(service))
+        # One chunk of 1,001 changed users (one worker: two would split them into 500 and 501).
+        run_once(run_cli, duckdb_url, env=service_env(service, MAX_CONCURRENT_GENERATIONS="1"))
         calls = service.received()
     assert sorted(len(call.json()["user_ids"]) for call in calls) == [1, 1000]
     assert sorted(invalidated_users(calls)) == users
@@ -140,7 +141,8 @@ def test_an_unavailable_service_never_fails_the_run(duckdb_url: str, run_cli, ou
     users = [new_id(), new_id()]
     rows = coffee_rows(users)
     load_checkins(duckdb_url, rows)
-    env = {"USER_SERVICE_API_KEY": API_KEY, "USER_SERVICE_RETRIES": "1"}
+    # One worker, so both users are in one chunk and one notice.
+    env = {"USER_SERVICE_API_KEY": API_KEY, "USER_SERVICE_RETRIES": "1", "MAX_CONCURRENT_GENERATIONS": "1"}
     if outage == "down":
         result = run_once(run_cli, duckdb_url, env={**env, "USER_SERVICE_URL": closed_port_url()})
     else:
