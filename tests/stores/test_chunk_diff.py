@@ -9,19 +9,12 @@ write on the same session are still there.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import timedelta
 
-import polars as pl
-
-from montage_vec.config import load_settings
-from montage_vec.engine import compute_montages
-from montage_vec.stores import ChunkWrite, SqlSession, open_store
+from montage_vec.stores import SqlSession
 from montage_vec.stores.records import ChunkDiff, Lease
-from tests.support.data import AS_OF, CHECKIN_FRAME_SCHEMA, checkin, checkin_frame, days, new_id
+from tests.support.chunks import chunk_of, session_for
+from tests.support.data import new_id
 
 # The session's own TEMP tables, however the backend lists them.
 OWN_TEMP_TABLES = {
@@ -31,32 +24,6 @@ OWN_TEMP_TABLES = {
 }
 STAGED = ("stage_users", "stage_montages", "stage_items")
 WRITTEN = ("montages", "montage_items", "montage_events", "montage_retry_users")
-
-
-@contextmanager
-def session_for(url: str) -> Iterator[SqlSession]:
-    with open_store(load_settings(database_url=url).database()) as store, store.session() as session:
-        yield session
-
-
-def chunk_of(users: dict[str, list[str]], job_id: str = "job-1", lease: Lease | None = None) -> ChunkWrite:
-    """The montages of users with one check-in a day per tag given ("": untagged); the n-th
-    check-in of a user has the same id in every chunk."""
-    rows = [
-        checkin(user, AS_OF - days(n + 1), tags=[tag] if tag else [], id=str(uuid.uuid5(uuid.UUID(user), str(n))))
-        for user, tags in users.items()
-        for n, tag in enumerate(tags)
-    ]
-    computed = compute_montages(checkin_frame(rows).select(list(CHECKIN_FRAME_SCHEMA)), AS_OF)
-    return ChunkWrite(
-        job_id=job_id,
-        generated_at=AS_OF,
-        cache_ttl=timedelta(hours=1),
-        user_ids=pl.Series(list(users)),
-        montages=computed.montages,
-        items=computed.items,
-        lease=lease,
-    )
 
 
 def temp_tables(session: SqlSession) -> list[str]:

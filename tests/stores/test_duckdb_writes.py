@@ -11,22 +11,16 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import polars as pl
 import pytest
 
-from montage_vec.config import load_settings
-from montage_vec.engine import compute_montages
-from montage_vec.stores import ChunkWrite, SqlSession, migrations, open_store
+from montage_vec.stores import SqlSession, migrations
 from montage_vec.stores.backends.duckdb import DuckDBBackend
-from tests.support.data import AS_OF, CHECKIN_FRAME_SCHEMA, checkin, checkin_frame
+from tests.support.chunks import chunk_of, session_for
+from tests.support.data import AS_OF
 
 COFFEE = "00000000-0000-4000-8000-00000000c0ff"
 PLAIN = "00000000-0000-4000-8000-0000000000aa"
@@ -35,34 +29,6 @@ ITEMS = 'SELECT "montage_id"::VARCHAR, "position", "checkin_id"::VARCHAR, "widge
 EVENTS = (
     'SELECT "id"::VARCHAR, "type", "aggregate_id", "job_id", "occurred_at", "payload"::VARCHAR FROM {montage_events}'
 )
-
-
-@contextmanager
-def session_for(url: str) -> Iterator[SqlSession]:
-    with open_store(load_settings(database_url=url).database()) as store, store.session() as session:
-        yield session
-
-
-def chunk_of(users: dict[str, list[str]], job_id: str) -> ChunkWrite:
-    """The montages of users with one check-in a day per tag given ("": untagged); the n-th
-    check-in of a user has the same id in every chunk."""
-    rows = [
-        checkin(
-            user, AS_OF - timedelta(days=n + 1), tags=[tag] if tag else [], id=str(uuid.uuid5(uuid.UUID(user), str(n)))
-        )
-        for user, tags in users.items()
-        for n, tag in enumerate(tags)
-    ]
-    computed = compute_montages(checkin_frame(rows).select(list(CHECKIN_FRAME_SCHEMA)), AS_OF)
-    return ChunkWrite(
-        job_id=job_id,
-        generated_at=AS_OF,
-        cache_ttl=timedelta(hours=1),
-        user_ids=pl.Series(list(users)),
-        montages=computed.montages,
-        items=computed.items,
-        analytics=True,
-    )
 
 
 def rows(session: SqlSession, sql: str) -> list[tuple[Any, ...]]:
