@@ -8,9 +8,10 @@ check-ins, so
     peak RSS ~ BASE_BYTES + BYTES_PER_CHECKIN x check-ins per chunk x chunks in flight
 
 Both numbers come from the benchmark's batch-size sweep (benchmarks/results.md, 100,000
-users, 20 check-ins each, PostgreSQL): 204 MiB at 20,000 check-ins per chunk and 409 MiB at
-200,000 with one chunk in flight, 240 and 632 MiB with two. Longer texts and more tags per
-check-in cost more; the model is a warning threshold, not a guarantee.
+users, 20 check-ins each, PostgreSQL, with the image's allocator setting, which keeps freed
+memory for a second): 296 MiB at 50,000 check-ins per chunk and 411 MiB at 100,000 with one
+chunk in flight, 372 and 559 MiB with two. Longer texts and more tags per check-in cost more;
+the model is a warning threshold, not a guarantee.
 
 An out-of-memory kill records nothing itself (the next run marks it `abandoned`), so the
 chunk that is about to exceed the budget says so in the log first, with its size.
@@ -19,7 +20,7 @@ chunk that is about to exceed the budget says so in the log first, with its size
 from __future__ import annotations
 
 BASE_BYTES = 180 * 2**20
-BYTES_PER_CHECKIN = 1200
+BYTES_PER_CHECKIN = 2000
 
 
 def chunk_checkin_budget(memory_budget: int, chunks_in_flight: int) -> int:
