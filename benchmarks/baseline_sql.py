@@ -109,10 +109,10 @@ class SqlResult:
     engine_general: int
     engine_interest: int
     engine_items: int
+    cpu: CpuTimes  # of the two timed statements
     differing_montages: int = 0
     sigma_montages: int = 0
     examples: list[str] = field(default_factory=list)
-    cpu: CpuTimes | None = None  # of the two timed statements
 
     @property
     def seconds(self) -> float:
@@ -150,10 +150,7 @@ def run_sql_baseline(db: BenchDatabase, as_of: datetime, params: MontageParams) 
     between = time.perf_counter()
     db.execute(insert_items)
     finished = time.perf_counter()
-    cpu = db.cpu_times().minus(cpu_before)
-    result = _compare(db, between - started, finished - between)
-    result.cpu = cpu
-    return result
+    return _compare(db, between - started, finished - between, db.cpu_times().minus(cpu_before))
 
 
 _ONLY_IN = """SELECT '{side}' AS "side", x."kind", x."interest", x."user_id"::VARCHAR AS "user_id" FROM "{a}" x
@@ -166,7 +163,7 @@ def _counts(db: BenchDatabase, prefix: str) -> tuple[int, int, int]:
     return int(by_kind.get("general", 0)), int(by_kind.get("interest", 0)), items
 
 
-def _compare(db: BenchDatabase, montages_seconds: float, items_seconds: float) -> SqlResult:
+def _compare(db: BenchDatabase, montages_seconds: float, items_seconds: float, cpu: CpuTimes) -> SqlResult:
     general, interest, items = _counts(db, PREFIX)
     engine_general, engine_interest, engine_items = _counts(db, "")
     same_montages = int(
@@ -214,6 +211,7 @@ def _compare(db: BenchDatabase, montages_seconds: float, items_seconds: float) -
         engine_general=engine_general,
         engine_interest=engine_interest,
         engine_items=engine_items,
+        cpu=cpu,
         differing_montages=int(differing),
         sigma_montages=int(sigma),
         examples=examples,
